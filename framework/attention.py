@@ -1,0 +1,75 @@
+"""4D attention masks of a lookahead step, in the form each attention backend needs.
+
+transformers uses a 4D mask ``[B, 1, q, past + q]`` as given (no causal or cache adjustment),
+so the mask covers the cached prefix and the step's ancestor (tree) mask. SDPA takes a bool
+mask; eager *adds* the mask to the scores, so it needs an additive float mask (a bool mask there
+is silently wrong). Models with sliding-window layers get one mask per layer type: a single mask
+would turn their sliding layers into full attention.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from framework.layout import StepLayout
+
+SUPPORTED_BACKENDS = ("sdpa", "eager")
+
+
+def tree_attention_mask(layout: StepLayout, past_length: int) -> torch.Tensor:  # [q, past + q] bool
+    """True where a step token may attend: the whole prefix, itself and its ancestors."""
+    prefix = torch.ones(layout.size, past_length, dtype=torch.bool)
+    return torch.cat([prefix, layout.tree_mask], dim=1)
+
+
+def sliding_window_limit(
+    allowed: torch.Tensor,  # [q, past + q] bool
+    layout: StepLayout,
+    past_length: int,
+    window: int,
+) -> torch.Tensor:  # [q, past + q] bool
+    """Hide keys ``window`` or more positions behind the query (HF: ``kv_pos > q_pos - window``)."""
+    query_positions = past_length + layout.depths  # [q]
+    key_positions = torch.cat([torch.arange(past_length), query_positions])  # [past + q]
+    return allowed & (key_positions[None, :] > query_positions[:, None] - window)
+
+
+class MaskBuilder:
+    """Builds the mask argument of one step for a given model (backend, dtype, layer types)."""
+
+    def __init__(self, model) -> None:
+        config = model.config
+        backend = getattr(config, "_attn_implementation", None) or "eager"
+        if backend not in SUPPORTED_BACKENDS:
+            raise ValueError(
+                f"attn_implementation={backend!r} cannot take the step's tree mask; load the model "
+                f"with attn_implementation='sdpa' (default) or 'eager'"
+            )
+        self.additive = backend == "eager"
+        self.dtype = model.dtype
+        self.device = model.device
+        layer_types = set(getattr(config, "layer_types", None) or [])
+        unknown = layer_types - {"full_attention", "sliding_attention"}
+        if unknown:
+            raise ValueError(f"layer types {sorted(unknown)} are not supported by the lookahead engine")
+        self.per_layer_type = "sliding_attention" in layer_types
+        window = getattr(config, "sliding_window", None)
+        # a single sliding window over every layer (Mistral-style) when no layer types are given
+        self.sliding_window = window if (self.per_layer_type or not layer_types) else None
+
+    def _encode(self, allowed: torch.Tensor) -> torch.Tensor:  # [1, 1, q, k]
+        if self.additive:
+            mask = torch.zeros(allowed.shape, dtype=self.dtype)
+            mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
+        else:
+            mask = allowed
+        return mask[None, None].to(self.device)
+
+    def __call__(self, layout: StepLayout, past_length: int):
+        allowed = tree_attention_mask(layout, past_length)
+        if self.per_layer_type:
+            sliding = sliding_window_limit(allowed, layout, past_length, self.sliding_window)
+            return {"full_attention": self._encode(allowed), "sliding_attention": self._encode(sliding)}
+        if self.sliding_window is not None:
+            allowed = sliding_window_limit(allowed, layout, past_length, self.sliding_window)
+        return self._encode(allowed)

@@ -1,0 +1,76 @@
+"""``LookaheadConfig``: every knob of the engine, validated once.
+
+Strategy blocks (``scheduler``, ``pool``, ``verifier``) are unions discriminated on ``name``
+over the *registry*: a block ``{"name": "lfu", "capacity": 64}`` is validated by the ``Params``
+model of the class registered as ``"lfu"``, so a strategy registered by a user module is
+accepted without editing this file. An unknown name lists the registered ones.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+import strategies  # noqa: F401  (registers the built-in strategies)
+from strategies.base import StrategyParams, parse_params
+
+
+def _block(role: str):
+    def validate(value: Any) -> StrategyParams:
+        return parse_params(role, value)
+
+    return BeforeValidator(validate)
+
+
+SchedulerBlock = Annotated[StrategyParams, _block("scheduler")]
+PoolBlock = Annotated[StrategyParams, _block("pool")]
+VerifierBlock = Annotated[StrategyParams, _block("verifier")]
+
+
+class LookaheadConfig(BaseModel):
+    """Lookahead decoding settings (paper symbols in brackets; see docs/design.md).
+
+    Defaults were chosen from measurements of the default model (SmolLM2-135M-Instruct,
+    float32) on a 2-core CPU, where every extra token fed costs real time; see docs/results.md.
+    On a large GPU extra tokens are nearly free: run ``python -m experiments.sweep`` there.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window: int = Field(4, ge=0, description="[W] lookahead window width; 0 disables the lookahead branch")
+    ngram: int = Field(4, ge=2, description="[N] n-gram size: drafts are N-1 tokens, window has N-1 levels")
+    guess_set: int = Field(4, ge=0, description="[G] most drafts verified per step; 0 disables verification")
+    scheduler: SchedulerBlock = Field(default_factory=lambda: parse_params("scheduler", {"name": "static"}))
+    pool: PoolBlock = Field(default_factory=lambda: parse_params("pool", {"name": "lru"}))
+    verifier: VerifierBlock = Field(default_factory=lambda: parse_params("verifier", {"name": "greedy"}))
+    realign: Literal["keep", "shift"] = Field(
+        "keep",
+        description="after a step that accepts k draft tokens: 'keep' the window as it is and re-base it "
+        "at the new root (the reference's behaviour); 'shift' drops its first k columns so every "
+        "column keeps its absolute position, refilling on the right (an ablation)",
+    )
+    harvest_output: bool = Field(
+        True,
+        description="also add the n-grams of the committed output to the pool (prompt lookup over the "
+        "generated text), tagged source 'output'",
+    )
+    window_seed: int = Field(0, description="seed of the generator that draws the window's initial tokens")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _explain_types(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in ("window", "ngram", "guess_set"):
+                value = data.get(key)
+                if isinstance(value, bool) or (value is not None and not isinstance(value, int)):
+                    if isinstance(value, float) and value.is_integer():
+                        continue
+                    raise ValueError(f"{key} must be an integer, got {value!r}")
+        return data
+
+    def summary(self) -> str:
+        return (
+            f"W={self.window} N={self.ngram} G={self.guess_set} scheduler={self.scheduler.name} "
+            f"pool={self.pool.name} verifier={self.verifier.name}"
+        )

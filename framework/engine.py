@@ -1,0 +1,350 @@
+"""The lookahead decoding engine: one forward pass per step, two branches, exact output.
+
+Glossary (docs/design.md has the paper-symbol table and a worked layout):
+    root        the current token: the last committed token, not yet in the KV cache.
+    window      the lookahead branch (N-1 levels x W columns of guesses, Jacobi-updated).
+    draft       a candidate continuation of the root (N-1 tokens) offered by the n-gram pool.
+    guess_set   the drafts verified in one step (at most G).
+    verdict     the verifier's choice: accepted draft tokens + one bonus token.
+
+Example of one greedy step (N=3): committed "... the", root "the"; the pool offers drafts
+["cat", "sat"] and ["dog", "ran"]. The forward pass predicts "cat" after the root, "sat" after
+"cat" and "on" after "sat"; the step commits "cat sat on" (2 accepted + bonus), keeps the KV of
+"the cat sat" and "on" becomes the root. Meanwhile the window's top level gave a new level and
+its columns gave new n-grams for the pool.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from framework.attention import MaskBuilder
+from framework.config import LookaheadConfig
+from framework.kv import accepts_logits_to_keep, cache_argument, cache_length, keep_slots, new_cache
+from framework.layout import StepLayout, step_layout
+from framework.ngrams import sequence_ngrams
+from framework.output import DecodeStats, LookaheadOutput
+from framework.processors import build_processors, score_rows
+from framework.window import Window
+from strategies.base import SOURCE_NONE, SOURCE_OUTPUT, SOURCE_PROMPT, StepRecord, Verdict, lookup
+
+
+def position_limit(model_config) -> int | None:
+    """Largest number of positions the model can address (learned tables index out of range past it)."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(model_config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+@dataclass
+class StepLogits:
+    root: torch.Tensor  # [V]        after the root
+    drafts: torch.Tensor  # [g, L, V]  after each draft token
+    top: torch.Tensor  # [W, V]     after each token of the window's top level
+
+
+@dataclass
+class Run:
+    """The state of one generate() call."""
+
+    tokens: list[int]  # committed ids: prompt + new; the last one is the root
+    prompt_length: int
+    max_new_tokens: int
+    eos: frozenset[int]
+    cache: object
+    window: Window
+    processors: object
+    streamer: object = None
+    generator: torch.Generator | None = None
+    harvested: int = 0  # output n-grams with keys before this index are in the pool
+    finished: bool = False
+    stats: DecodeStats = field(default_factory=DecodeStats)
+    history: list[StepRecord] = field(default_factory=list)
+
+    @property
+    def root(self) -> int:
+        return self.tokens[-1]
+
+    @property
+    def past_length(self) -> int:  # tokens in the KV cache: everything but the root
+        return len(self.tokens) - 1
+
+    @property
+    def remaining(self) -> int:
+        return self.max_new_tokens - (len(self.tokens) - self.prompt_length)
+
+    def context(self) -> torch.Tensor:  # [T]
+        return torch.tensor(self.tokens, dtype=torch.long)
+
+
+class LookaheadEngine:
+    """Lookahead decoding (Fu et al., ICML 2024) around any Hugging Face decoder-only model.
+
+    ``generate`` runs, per step: plan (window width, drafts from the pool), one forward pass over
+    root + drafts + window, verify, update the window (harvesting n-grams into the pool), commit.
+    Greedy output is token-for-token that of ``model.generate(do_sample=False)``.
+    """
+
+    def __init__(self, model, config: LookaheadConfig | dict | None = None) -> None:
+        if getattr(model.config, "is_encoder_decoder", False):
+            raise ValueError("model: encoder-decoder models are not supported; pass a decoder-only causal LM")
+        if config is None:
+            config = LookaheadConfig()
+        elif isinstance(config, dict):
+            config = LookaheadConfig.model_validate(config)
+        self.model = model
+        self.config = config
+        self.masks = MaskBuilder(model)
+        self.cache_arg = cache_argument(model)
+        self.keeps_logits = accepts_logits_to_keep(model)
+        self.max_positions = position_limit(model.config)
+        self.scheduler = lookup("scheduler", config.scheduler.name)(config.scheduler, window=config.window)
+        self.pool = lookup("pool", config.pool.name)(config.pool, ngram=config.ngram, guess_set=config.guess_set)
+        self.verifier = lookup("verifier", config.verifier.name)(config.verifier)
+
+    # ------------------------------------------------------------------ public API
+    @torch.inference_mode()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        max_new_tokens: int,
+        eos_token_id: int | list[int] | None = None,
+        streamer=None,
+        do_sample: bool | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        min_p: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> LookaheadOutput:
+        """Decode up to ``max_new_tokens`` after ``input_ids # [1, T]``; ``None`` arguments come
+        from the model's generation_config, as in Hugging Face ``generate``."""
+        start = time.perf_counter()
+        prompt = self._check_prompt(input_ids, max_new_tokens)
+        self._check_sampling(do_sample, temperature, top_k, top_p, min_p)
+        run = self._begin(prompt, max_new_tokens, eos_token_id, streamer, generator)
+        while not run.finished:
+            self._step(run)
+        return self._finish(run, input_ids, start)
+
+    # ------------------------------------------------------------------ the step
+    def _step(self, run: Run) -> None:
+        layout, drafts, sources = self._plan(run)
+        logits = self._forward(run, layout, drafts)
+        verdict = self._verify(run, drafts, logits)
+        self._update_window(run, logits)
+        self._commit(run, layout, verdict, drafts, sources)
+
+    def _plan(self, run: Run) -> tuple[StepLayout, torch.Tensor, list[str]]:
+        """Window width for this step and the drafts (``# [g, L]``) to verify."""
+        width = self._window_width(run)
+        run.window.resize(width, run.context())
+        draft_len = min(self.config.ngram - 1, run.remaining - 1, self._positions_left(run))
+        offered = self.pool.offer(run.root, self.config.guess_set) if draft_len > 0 else []
+        drafts, sources = [], []
+        for draft, source in offered:
+            draft = tuple(draft[:draft_len])
+            if len(draft) == draft_len and draft not in drafts:
+                drafts.append(draft)
+                sources.append(source)
+        draft_tensor = torch.tensor(drafts, dtype=torch.long).reshape(len(drafts), draft_len if drafts else 0)
+        layout = step_layout(run.window.width, len(run.window.levels), len(drafts), draft_len if drafts else 0)
+        return layout, draft_tensor, sources
+
+    def _forward(self, run: Run, layout: StepLayout, drafts: torch.Tensor) -> StepLogits:
+        """One pass over root + drafts + window; logits only for the rows that are read."""
+        device = self.model.device
+        ids = torch.cat([torch.tensor([run.root]), drafts.flatten(), run.window.tokens()])  # [q]
+        positions = run.past_length + layout.depths  # [q]
+        verify_rows = layout.window_start  # root + drafts
+        top = layout.last_level_slots()
+        keep = torch.cat([torch.arange(verify_rows), torch.arange(top.start, top.stop)])  # [R]
+        kwargs = {self.cache_arg: run.cache, "use_cache": True}
+        if self.keeps_logits:
+            kwargs["logits_to_keep"] = keep.to(device)
+        out = self.model(
+            input_ids=ids[None].to(device),
+            position_ids=positions[None].to(device),
+            attention_mask=self.masks(layout, run.past_length),
+            **kwargs,
+        )
+        logits = out.logits[0].float().cpu()  # [R or q, V]
+        if not self.keeps_logits:
+            logits = logits.index_select(0, keep)
+        g, length = drafts.shape
+        return StepLogits(
+            root=logits[0],
+            drafts=logits[1:verify_rows].reshape(g, length, logits.shape[-1]),
+            top=logits[verify_rows:],
+        )
+
+    def _verify(self, run: Run, drafts: torch.Tensor, logits: StepLogits) -> Verdict:
+        """Scores after the generation config's processors (each row in its context), then the verifier."""
+        g, length = drafts.shape
+        rows = torch.cat([logits.root[None], logits.drafts.reshape(g * length, logits.root.shape[-1])])  # [1 + g*L, V]
+        paths = torch.cat([torch.zeros(1, length, dtype=torch.long), drafts]) if g else drafts.new_zeros(1, 0)
+        path_index = [0] + [1 + i for i in range(g) for _ in range(length)]
+        depths = [0] + [t + 1 for _ in range(g) for t in range(length)]
+        scores = score_rows(run.processors, run.context(), paths[path_index], depths, rows)
+        draft_scores = scores[1:].reshape(g, length, scores.shape[-1])  # [g, L, V]
+        return self.verifier.verify(scores[0], drafts, draft_scores, run.generator)
+
+    def _update_window(self, run: Run, logits: StepLogits) -> None:
+        """Jacobi update: the top level's argmaxes become a new level; full columns become n-grams."""
+        if run.window.width == 0:
+            return
+        harvest = run.window.advance(logits.top.argmax(dim=-1))
+        if harvest is not None:
+            keys, drafts = harvest
+            self.pool.add_many(keys.tolist(), [tuple(d) for d in drafts.tolist()], "lookahead")
+
+    def _commit(self, run: Run, layout: StepLayout, verdict: Verdict, drafts: torch.Tensor, sources) -> None:
+        """Append the verdict's tokens (cut at EOS / max_new_tokens), keep their KV, report."""
+        tokens = list(verdict.tokens[: run.remaining])
+        for i, token in enumerate(tokens):
+            if token in run.eos:
+                tokens = tokens[: i + 1]
+                run.finished = True
+                run.stats.stop_reason = "eos"
+                break
+        kept = [layout.draft_slot(verdict.row, t) for t in range(len(tokens) - 1)]
+        keep_slots(run.cache, run.past_length, kept)
+        won = tuple(drafts[verdict.row].tolist()) if verdict.row is not None else None
+        self.pool.feedback(run.root, won, verdict.accepted)
+        run.tokens.extend(tokens)
+        self._harvest_output(run)
+        if self.config.realign == "shift" and verdict.accepted:
+            run.window.shift(verdict.accepted, run.context())
+        if run.streamer is not None:
+            run.streamer.put(torch.tensor(tokens, dtype=torch.long))
+        if run.remaining <= 0 and not run.finished:
+            run.finished = True
+            run.stats.stop_reason = "length"
+        record = StepRecord(
+            width=layout.width,
+            drafts=layout.drafts,
+            accepted=verdict.accepted,
+            emitted=len(tokens),
+            source=sources[verdict.row] if verdict.row is not None else SOURCE_NONE,
+            fed_tokens=layout.size,
+        )
+        run.history.append(record)
+        run.stats.record(record)
+
+    # ------------------------------------------------------------------ helpers
+    def _window_width(self, run: Run) -> int:
+        if self.config.window == 0:
+            return 0
+        width = int(self.scheduler.width(run.history))
+        if width < 0:
+            raise ValueError(f"scheduler {self.config.scheduler.name!r} returned window width {width} < 0")
+        levels = max(len(run.window.levels), 1)
+        return max(0, min(width, self._positions_left(run) - levels + 1))
+
+    def _positions_left(self, run: Run) -> int:
+        """How many positions after the root's the model can still address."""
+        if self.max_positions is None:
+            return 1 << 30
+        return self.max_positions - 1 - run.past_length
+
+    def _harvest_output(self, run: Run) -> None:
+        if not self.config.harvest_output or self.config.guess_set == 0:
+            return
+        start = max(run.harvested, run.prompt_length - self.config.ngram + 1, 0)
+        keys, drafts = sequence_ngrams(torch.tensor(run.tokens[start:]), self.config.ngram)
+        self.pool.add_many(keys.tolist(), [tuple(d) for d in drafts.tolist()], SOURCE_OUTPUT)
+        run.harvested = start + keys.numel()
+
+    def _begin(self, prompt: torch.Tensor, max_new_tokens: int, eos_token_id, streamer, generator) -> Run:
+        config = self.config
+        if not config.pool.persist:
+            self.pool.reset()
+        self.scheduler.reset()
+        if config.pool.seed_from_prompt and config.guess_set > 0:
+            keys, drafts = sequence_ngrams(prompt, config.ngram)
+            self.pool.add_many(keys.tolist(), [tuple(d) for d in drafts.tolist()], SOURCE_PROMPT)
+        eos = self._eos_ids(eos_token_id)
+        window_generator = torch.Generator().manual_seed(config.window_seed)
+        run = Run(
+            tokens=prompt.tolist(),
+            prompt_length=prompt.numel(),
+            max_new_tokens=max_new_tokens,
+            eos=frozenset(eos),
+            cache=new_cache(),
+            window=Window(config.ngram, window_generator),
+            processors=build_processors(self.model.generation_config, prompt.numel(), eos),
+            streamer=streamer,
+            generator=generator,
+            harvested=prompt.numel(),
+        )
+        if streamer is not None:
+            streamer.put(prompt[None].clone())
+        if max_new_tokens == 0:
+            run.finished = True
+            run.stats.stop_reason = "length"
+        elif prompt.numel() > 1:
+            self._prefill(run, prompt[:-1])
+        return run
+
+    def _prefill(self, run: Run, tokens: torch.Tensor) -> None:
+        """Cache everything before the root with one plain causal pass."""
+        kwargs = {self.cache_arg: run.cache, "use_cache": True}
+        if self.keeps_logits:
+            kwargs["logits_to_keep"] = 1
+        self.model(input_ids=tokens[None].to(self.model.device), **kwargs)
+        run.stats.prefill_tokens = tokens.numel()
+        assert cache_length(run.cache) == tokens.numel()
+
+    def _finish(self, run: Run, input_ids: torch.Tensor, start: float) -> LookaheadOutput:
+        if run.streamer is not None:
+            run.streamer.end()
+        run.stats.new_tokens = len(run.tokens) - run.prompt_length
+        run.stats.wall_seconds = time.perf_counter() - start
+        sequences = torch.tensor(run.tokens, dtype=input_ids.dtype, device=input_ids.device)[None]
+        return LookaheadOutput(sequences=sequences, stats=run.stats)
+
+    def _eos_ids(self, eos_token_id) -> list[int]:
+        if eos_token_id is None:
+            eos_token_id = self.model.generation_config.eos_token_id
+        if eos_token_id is None:
+            return []
+        if isinstance(eos_token_id, torch.Tensor):
+            eos_token_id = eos_token_id.flatten().tolist()
+        return [int(eos_token_id)] if isinstance(eos_token_id, int) else [int(e) for e in eos_token_id]
+
+    def _check_prompt(self, input_ids, max_new_tokens) -> torch.Tensor:  # [T] on CPU
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+            raise ValueError("input_ids must be a 2-D LongTensor of shape [1, T] (batch size 1)")
+        if input_ids.shape[0] != 1:
+            raise ValueError(
+                f"input_ids has batch size {input_ids.shape[0]}; the lookahead engine decodes one "
+                f"sequence at a time: call generate once per row"
+            )
+        if input_ids.shape[1] == 0:
+            raise ValueError("input_ids is empty: the prompt needs at least one token")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+        prompt = input_ids[0].to("cpu", torch.long)
+        vocab = self.model.get_input_embeddings().num_embeddings
+        if int(prompt.min()) < 0 or int(prompt.max()) >= vocab:
+            raise ValueError(f"input_ids holds token ids outside the model's vocabulary [0, {vocab})")
+        if self.max_positions is not None and prompt.numel() + max_new_tokens > self.max_positions:
+            raise ValueError(
+                f"prompt length {prompt.numel()} + max_new_tokens {max_new_tokens} exceeds the model's "
+                f"position limit {self.max_positions}; lower max_new_tokens or shorten the prompt"
+            )
+        return prompt
+
+    def _check_sampling(self, do_sample, temperature, top_k, top_p, min_p) -> None:
+        if do_sample is None:
+            do_sample = bool(getattr(self.model.generation_config, "do_sample", False))
+        if do_sample:
+            raise NotImplementedError(
+                "do_sample=True is not implemented yet; pass do_sample=False (greedy decoding)"
+            )

@@ -1,0 +1,56 @@
+"""What ``LookaheadEngine.generate`` returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from strategies.base import StepRecord
+
+
+@dataclass
+class DecodeStats:
+    """Per-call counters. ``steps`` counts decoding forward passes (the prefill excluded);
+    ``accepted_per_step[i]`` is the tokens step i committed (accepted draft tokens + the bonus
+    token, after the EOS / max_new_tokens cut); ``sources[i]`` is where step i's winning draft
+    came from: 'prompt', 'lookahead', 'output' (the generated text) or 'none'."""
+
+    steps: int = 0
+    new_tokens: int = 0
+    prefill_tokens: int = 0
+    accepted_per_step: list[int] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    fed_tokens: list[int] = field(default_factory=list)  # tokens in each step's forward pass
+    widths: list[int] = field(default_factory=list)  # window width of each step
+    drafts: list[int] = field(default_factory=list)  # drafts verified in each step
+    wall_seconds: float = 0.0
+    stop_reason: str = ""  # 'eos', 'length' or 'empty'
+
+    @property
+    def tokens_per_step(self) -> float:
+        return self.new_tokens / self.steps if self.steps else 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def record(self, step: StepRecord) -> None:
+        self.steps += 1
+        self.accepted_per_step.append(step.emitted)
+        self.sources.append(step.source)
+        self.fed_tokens.append(step.fed_tokens)
+        self.widths.append(step.width)
+        self.drafts.append(step.drafts)
+
+    def summary(self) -> str:
+        return (
+            f"steps={self.steps} new_tokens={self.new_tokens} tokens/step={self.tokens_per_step:.2f} "
+            f"tokens/s={self.tokens_per_second:.1f}"
+        )
+
+
+@dataclass
+class LookaheadOutput:
+    sequences: torch.Tensor  # [1, T + new_tokens]
+    stats: DecodeStats

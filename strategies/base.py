@@ -1,0 +1,241 @@
+"""Strategy roles, their contracts and the open registry.
+
+Glossary (docs/design.md maps the paper's symbols to these names once):
+    window      the lookahead branch: ``levels`` (<= N-1) rows of ``width`` (W) guessed tokens.
+    ngram       N, the length of a harvested n-gram (key token + N-1 continuation tokens).
+    guess_set   G, the most candidate continuations verified in one step.
+    draft       one candidate continuation (N-1 tokens) that the verification branch checks.
+    root        the current token: the last committed token, fed at the start of every step.
+
+Every role is an abstract class. An implementation is one class in one file under
+``strategies/``, decorated with ``@register("<role>", "<name>")`` and carrying a nested
+pydantic ``Params`` model whose ``name`` field is ``Literal["<name>"]``. The config
+(``framework.LookaheadConfig``), the CLI and the sweeps look strategies up here by name, so a
+new class is usable everywhere without touching the engine.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["scheduler", "pool", "verifier"]
+ROLES: tuple[Role, ...] = ("scheduler", "pool", "verifier")
+
+# source tags of an n-gram: where it was harvested
+SOURCE_PROMPT = "prompt"
+SOURCE_LOOKAHEAD = "lookahead"
+SOURCE_OUTPUT = "output"
+SOURCE_NONE = "none"
+
+
+class StrategyParams(BaseModel):
+    """Base of every strategy's ``Params``: unknown keys are errors, ``name`` selects the class."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+
+
+_REGISTRY: dict[str, dict[str, type]] = {role: {} for role in ROLES}
+
+
+def register(role: Role, name: str):
+    """Class decorator: make ``cls`` selectable as ``{"name": name}`` in the ``role`` block."""
+    if role not in _REGISTRY:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+
+    def decorate(cls: type) -> type:
+        params = getattr(cls, "Params", None)
+        if params is None or not issubclass(params, StrategyParams):
+            raise TypeError(f"{cls.__name__} needs a nested `Params(StrategyParams)` model")
+        declared = params.model_fields["name"].annotation
+        if getattr(declared, "__args__", None) != (name,):
+            raise TypeError(f"{cls.__name__}.Params.name must be Literal[{name!r}] to register as {name!r}")
+        existing = _REGISTRY[role].get(name)
+        if existing is not None and existing is not cls:
+            raise ValueError(f"a {role} named {name!r} is already registered ({existing.__qualname__})")
+        cls.name = name
+        _REGISTRY[role][name] = cls
+        return cls
+
+    return decorate
+
+
+def registered(role: Role) -> dict[str, type]:
+    """Name -> class for every registered strategy of ``role`` (a copy)."""
+    return dict(_REGISTRY[role])
+
+
+def lookup(role: Role, name: str) -> type:
+    """The class registered as ``name`` for ``role``; the error lists the valid names."""
+    try:
+        return _REGISTRY[role][name]
+    except KeyError:
+        valid = ", ".join(sorted(_REGISTRY[role])) or "(none registered)"
+        raise ValueError(f"unknown {role} {name!r}; registered {role}s: {valid}") from None
+
+
+def parse_params(role: Role, block: Any) -> StrategyParams:
+    """Validate a strategy block (a dict with ``name``, a ``Params`` instance or a bare name)."""
+    if isinstance(block, StrategyParams):
+        block = block.model_dump()
+    if isinstance(block, str):
+        block = {"name": block}
+    if not isinstance(block, dict) or "name" not in block:
+        raise ValueError(f"the {role} block needs a 'name' key, e.g. {{'name': ...}}; got {block!r}")
+    return lookup(role, block["name"]).Params.model_validate(block)
+
+
+# --------------------------------------------------------------------------------------------
+# WindowScheduler
+
+
+@dataclass
+class StepRecord:
+    """What one decoding step did; schedulers and pools read these."""
+
+    width: int  # window width fed this step
+    drafts: int  # candidates verified this step
+    accepted: int  # draft tokens accepted (the bonus token not counted)
+    emitted: int  # tokens committed by the step (accepted + bonus, after EOS/length cut)
+    source: str  # where the winning draft came from (SOURCE_*)
+    fed_tokens: int  # tokens in the forward pass
+
+
+class WindowScheduler(ABC):
+    """Decides the lookahead window width W for the next step.
+
+    ``width`` may change from step to step; the engine grows the window with fresh columns or
+    drops columns on the right to match, which never affects exactness (only the guesses).
+    """
+
+    name: ClassVar[str]
+
+    class Params(StrategyParams):
+        name: str
+
+    def __init__(self, params: StrategyParams, *, window: int) -> None:
+        self.params = params
+        self.window = window  # the configured W
+
+    def reset(self) -> None:
+        """Called at the start of every generate()."""
+
+    @abstractmethod
+    def width(self, history: Sequence[StepRecord]) -> int:
+        """Window width for the next step, given every earlier step of this generate()."""
+
+
+# --------------------------------------------------------------------------------------------
+# PoolPolicy
+
+
+class PoolPolicy(ABC):
+    """The n-gram pool: stores continuations per key token and ranks what it offers.
+
+    An entry is ``key -> draft`` where ``draft`` is a tuple of N-1 tokens that followed
+    ``key``. ``capacity`` bounds the entries per key (None: guess_set G). Each step the engine
+    asks ``offer(key, limit=G)`` for the best-ranked drafts and reports back which one won.
+
+    Example (lru, capacity 2)::
+
+        add(7, (1, 2), "prompt"); add(7, (3, 4), "lookahead"); add(7, (5, 6), "lookahead")
+        offer(7, 2) -> [(5, 6), (3, 4)]        # (1, 2) was least recently used: evicted
+    """
+
+    name: ClassVar[str]
+
+    class Params(StrategyParams):
+        name: str
+        capacity: int | None = Field(None, ge=1, description="n-grams kept per key; None means guess_set (G)")
+        seed_from_prompt: bool = Field(True, description="add the prompt's own n-grams before decoding")
+        persist: bool = Field(False, description="keep the pool across generate() calls on one engine")
+
+    def __init__(self, params: StrategyParams, *, ngram: int, guess_set: int) -> None:
+        self.params = params
+        self.ngram = ngram
+        self.guess_set = guess_set
+        self.capacity = params.capacity if params.capacity is not None else max(guess_set, 1)
+
+    @abstractmethod
+    def add(self, key: int, draft: tuple[int, ...], source: str) -> None:
+        """Insert (or refresh) one n-gram; evict by the policy's rule if the key is full."""
+
+    @abstractmethod
+    def offer(self, key: int, limit: int) -> list[tuple[tuple[int, ...], str]]:
+        """At most ``limit`` drafts for ``key``, best first, each with its source tag."""
+
+    @abstractmethod
+    def feedback(self, key: int, draft: tuple[int, ...] | None, accepted: int) -> None:
+        """Verification's verdict: ``draft`` won with ``accepted`` tokens (None: none offered/won)."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget everything."""
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of n-grams stored over all keys."""
+
+    def add_many(self, keys: Sequence[int], drafts: Sequence[tuple[int, ...]], source: str) -> None:
+        for key, draft in zip(keys, drafts):
+            self.add(key, draft, source)
+
+
+# --------------------------------------------------------------------------------------------
+# Verifier
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The verification branch's outcome for one step.
+
+    tokens:   the committed tokens in order: the accepted draft prefix, then one bonus token
+              (the model's own choice after it). Always 1..L+1 tokens.
+    row:      index of the draft whose first ``accepted`` KV entries are kept (None if 0).
+    accepted: how many draft tokens were accepted (``len(tokens) - 1``).
+    """
+
+    tokens: tuple[int, ...]
+    row: int | None
+    accepted: int
+
+
+class Verifier(ABC):
+    """Checks candidate drafts against the model's own next-token choices.
+
+    Inputs are scores after the logits processors (and, when sampling, the warpers) that the
+    model's generation config asks for, row by row in each row's own context:
+
+        root_scores   # [V]        predicts the token after the root (current) token
+        draft_tokens  # [g, L]     g drafts of L tokens (g may be 0)
+        draft_scores  # [g, L, V]  draft_scores[i, t] predicts the token after draft_tokens[i, t]
+
+    ``preserves_distribution``: True if, under sampling, the committed tokens follow exactly the
+    law of sampling one token at a time from the same scores. ``do_sample=True`` refuses a
+    verifier that does not declare it.
+    """
+
+    name: ClassVar[str]
+    preserves_distribution: ClassVar[bool] = False
+    samples: ClassVar[bool] = False  # True: expects softmax-able warped scores and a generator
+
+    class Params(StrategyParams):
+        name: str
+
+    def __init__(self, params: StrategyParams) -> None:
+        self.params = params
+
+    @abstractmethod
+    def verify(
+        self,
+        root_scores: torch.Tensor,  # [V]
+        draft_tokens: torch.Tensor,  # [g, L]
+        draft_scores: torch.Tensor,  # [g, L, V]
+        generator: torch.Generator | None = None,
+    ) -> Verdict:
+        """Choose the committed tokens of this step."""

@@ -1,0 +1,84 @@
+"""Shared storage for pool policies that keep a bounded set of drafts per key token.
+
+A policy subclasses :class:`KeyedPool` and says three things: how an entry ranks for offering
+(``rank_key``, highest first), which entry goes when a key is full (``victim_key``, lowest goes),
+and whether re-adding an existing n-gram refreshes it (``refresh_on_add``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from strategies.base import PoolPolicy
+
+
+@dataclass
+class Entry:
+    source: str  # where it was first harvested (SOURCE_*)
+    added: int  # tick of first insertion
+    used: int  # tick of last insertion or win
+    hits: int = 0  # times it won verification with >= 1 accepted token
+
+
+class KeyedPool(PoolPolicy):
+    refresh_on_add: ClassVar[bool] = True
+    bounded: ClassVar[bool] = True
+
+    def __init__(self, params, *, ngram: int, guess_set: int) -> None:
+        super().__init__(params, ngram=ngram, guess_set=guess_set)
+        self._table: dict[int, dict[tuple[int, ...], Entry]] = {}
+        self._tick = 0
+
+    # ranking hooks -------------------------------------------------------------------------
+    def rank_key(self, entry: Entry) -> tuple:
+        """Higher ranks are offered first."""
+        return (entry.used,)
+
+    def victim_key(self, entry: Entry) -> tuple:
+        """The entry with the lowest victim key is evicted first."""
+        return (entry.used,)
+
+    # PoolPolicy ----------------------------------------------------------------------------
+    def add(self, key: int, draft: tuple[int, ...], source: str) -> None:
+        self._tick += 1
+        entries = self._table.setdefault(key, {})
+        entry = entries.get(draft)
+        if entry is not None:
+            if self.refresh_on_add:
+                entry.used = self._tick
+            return
+        if self.bounded and len(entries) >= self.capacity:
+            victim = min(entries, key=lambda d: self.victim_key(entries[d]))
+            del entries[victim]
+        entries[draft] = Entry(source=source, added=self._tick, used=self._tick)
+
+    def offer(self, key: int, limit: int) -> list[tuple[tuple[int, ...], str]]:
+        entries = self._table.get(key)
+        if not entries or limit <= 0:
+            return []
+        ranked = sorted(entries.items(), key=lambda item: self.rank_key(item[1]), reverse=True)
+        return [(draft, entry.source) for draft, entry in ranked[:limit]]
+
+    def feedback(self, key: int, draft: tuple[int, ...] | None, accepted: int) -> None:
+        if draft is None or accepted <= 0:
+            return
+        entry = self._table.get(key, {}).get(draft)
+        if entry is not None:
+            self._tick += 1
+            entry.hits += 1
+            entry.used = self._tick
+
+    def reset(self) -> None:
+        self._table.clear()
+        self._tick = 0
+
+    def __len__(self) -> int:
+        return sum(len(entries) for entries in self._table.values())
+
+    def keys_stored(self) -> int:
+        return len(self._table)
+
+    def drafts_for(self, key: int) -> list[tuple[int, ...]]:
+        """Every stored draft of ``key`` in insertion order (for inspection and tests)."""
+        return list(self._table.get(key, {}))

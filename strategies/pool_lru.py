@@ -1,0 +1,13 @@
+"""``lru``: the reference implementation's pool. A full key evicts its least recently used
+n-gram (re-harvesting or winning verification counts as a use); the most recent is offered first."""
+
+from typing import Literal
+
+from strategies.base import PoolPolicy, register
+from strategies.keyed_pool import KeyedPool
+
+
+@register("pool", "lru")
+class LRUPool(KeyedPool):
+    class Params(PoolPolicy.Params):
+        name: Literal["lru"] = "lru"
