@@ -1,0 +1,67 @@
+import pytest
+import torch
+
+from framework.attention import sliding_window_limit, tree_attention_mask
+from framework.layout import ancestor_mask, step_layout
+
+
+def test_hand_written_layout_w3_n3_g2():
+    """docs/design.md's worked example: W=3, N=3 (2 levels), G=2 drafts of 2 tokens."""
+    layout = step_layout(3, 2, 2, 2)
+    #             root d0t0 d0t1 d1t0 d1t1 (0,0) (0,1) (0,2) (1,0) (1,1) (1,2)
+    assert layout.parents == (-1, 0, 1, 0, 3, 0, 5, 6, 5, 6, 7)
+    assert layout.depths.tolist() == [0, 1, 2, 1, 2, 1, 2, 3, 2, 3, 4]
+    visible = {
+        0: {0}, 1: {0, 1}, 2: {0, 1, 2}, 3: {0, 3}, 4: {0, 3, 4},
+        5: {0, 5}, 6: {0, 5, 6}, 7: {0, 5, 6, 7},
+        8: {0, 5, 8}, 9: {0, 5, 6, 9}, 10: {0, 5, 6, 7, 10},
+    }
+    expected = torch.zeros(11, 11, dtype=torch.bool)
+    for row, cols in visible.items():
+        expected[row, sorted(cols)] = True
+    assert torch.equal(layout.tree_mask, expected)
+    assert layout.window_start == 5
+    assert list(layout.last_level_slots()) == [8, 9, 10]
+    assert layout.draft_slot(1, 1) == 4
+    assert layout.window_slot(1, 2) == 10
+
+
+def test_branches_never_see_each_other():
+    layout = step_layout(4, 3, 3, 3)
+    drafts = slice(1, layout.window_start)
+    window = slice(layout.window_start, layout.size)
+    assert not layout.tree_mask[drafts, window].any()
+    assert not layout.tree_mask[window, drafts].any()
+    # different drafts don't see each other either
+    assert not layout.tree_mask[layout.draft_slot(0, 2), layout.draft_slot(1, 0)]
+
+
+def test_empty_branches_collapse_to_the_root():
+    assert step_layout(0, 0, 0, 0).size == 1
+    assert step_layout(5, 0, 0, 3).size == 1  # no levels: no window; no drafts
+    assert step_layout(0, 3, 2, 0).size == 1
+
+
+def test_mask_rows_are_a_causal_chain_of_positions():
+    """Along any ancestor path positions increase by one: every visible tree token of row i has a
+    distinct depth below row i's, so the path reads as a contiguous causal sequence."""
+    layout = step_layout(5, 4, 3, 4)
+    for row in range(layout.size):
+        seen = layout.depths[layout.tree_mask[row]].tolist()
+        assert sorted(seen) == list(range(int(layout.depths[row]) + 1))
+
+
+def test_prefix_and_sliding_window_masks():
+    layout = step_layout(2, 2, 1, 2)
+    allowed = tree_attention_mask(layout, past_length=5)
+    assert allowed.shape == (layout.size, 5 + layout.size)
+    assert allowed[:, :5].all()
+    sliding = sliding_window_limit(allowed, layout, past_length=5, window=3)
+    # the root sits at position 5: with window 3 it sees positions 3, 4 and itself
+    assert sliding[0, :5].tolist() == [False, False, False, True, True]
+    assert sliding[0, 5]
+
+
+def test_ancestor_mask_rejects_forward_parents():
+    with pytest.raises(ValueError, match="parents must come first"):
+        ancestor_mask([-1, 2, 0])
