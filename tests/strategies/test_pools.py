@@ -1,0 +1,110 @@
+"""Every registered pool policy: capacity, eviction order, ranking, feedback, prompt seeding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from framework import LookaheadConfig, LookaheadEngine
+from strategies import lookup, parse_params, registered
+
+POOLS = sorted(registered("pool"))
+
+
+def make(name, capacity=None, guess_set=3, ngram=3):
+    params = parse_params("pool", {"name": name, "capacity": capacity})
+    return lookup("pool", name)(params, ngram=ngram, guess_set=guess_set)
+
+
+@pytest.mark.parametrize("name", POOLS)
+@given(ops=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 9), st.integers(0, 9)), max_size=60),
+       capacity=st.none() | st.integers(1, 5), limit=st.integers(0, 6))
+def test_capacity_is_never_exceeded_and_offers_are_bounded(name, ops, capacity, limit):
+    pool = make(name, capacity)
+    for key, a, b in ops:
+        pool.add(key, (a, b), "lookahead")
+        if pool.bounded:
+            assert len(pool.drafts_for(key)) <= pool.capacity
+        offered = pool.offer(key, limit)
+        assert len(offered) <= limit
+        assert len({d for d, _ in offered}) == len(offered)
+        assert all(d in pool.drafts_for(key) for d, _ in offered)
+
+
+def test_default_capacity_is_the_guess_set():
+    assert make("lru", None, guess_set=7).capacity == 7
+    assert make("lru", 64, guess_set=7).capacity == 64
+
+
+def fill(pool, drafts):
+    for d in drafts:
+        pool.add(1, d, "lookahead")
+
+
+def test_lru_evicts_least_recently_used_and_refreshes_on_re_add():
+    pool = make("lru", capacity=2)
+    fill(pool, [(1, 1), (2, 2)])
+    pool.add(1, (1, 1), "lookahead")  # refresh (1, 1)
+    pool.add(1, (3, 3), "lookahead")  # evicts (2, 2)
+    assert set(pool.drafts_for(1)) == {(1, 1), (3, 3)}
+    assert [d for d, _ in pool.offer(1, 2)] == [(3, 3), (1, 1)]
+
+
+def test_fifo_evicts_first_inserted_even_if_re_added():
+    pool = make("fifo", capacity=2)
+    fill(pool, [(1, 1), (2, 2)])
+    pool.add(1, (1, 1), "lookahead")  # no refresh
+    pool.add(1, (3, 3), "lookahead")
+    assert set(pool.drafts_for(1)) == {(2, 2), (3, 3)}
+
+
+def test_lfu_evicts_fewest_hits_and_offers_most_hits_first():
+    pool = make("lfu", capacity=2)
+    fill(pool, [(1, 1), (2, 2)])
+    pool.feedback(1, (1, 1), accepted=2)
+    pool.add(1, (3, 3), "lookahead")  # evicts (2, 2): no hits
+    assert set(pool.drafts_for(1)) == {(1, 1), (3, 3)}
+    assert pool.offer(1, 1)[0][0] == (1, 1)
+
+
+def test_feedback_with_nothing_accepted_changes_nothing():
+    pool = make("lfu", capacity=2)
+    fill(pool, [(1, 1), (2, 2)])
+    pool.feedback(1, (1, 1), accepted=0)
+    pool.feedback(1, None, accepted=0)
+    pool.add(1, (3, 3), "lookahead")
+    assert set(pool.drafts_for(1)) == {(2, 2), (3, 3)}
+
+
+def test_unbounded_keeps_everything_but_offers_at_most_the_limit():
+    pool = make("unbounded", capacity=1, guess_set=2)
+    fill(pool, [(i, i) for i in range(10)])
+    assert len(pool.drafts_for(1)) == 10
+    assert len(pool.offer(1, 2)) == 2
+
+
+def test_sources_are_kept_and_reset_forgets():
+    pool = make("lru", capacity=4)
+    pool.add(1, (1, 2), "prompt")
+    pool.add(1, (1, 2), "lookahead")  # the first source sticks
+    assert pool.offer(1, 4) == [((1, 2), "prompt")]
+    pool.reset()
+    assert len(pool) == 0 and pool.offer(1, 4) == []
+
+
+@pytest.mark.parametrize("name", POOLS)
+def test_prompt_seeding_offers_prompt_ngrams_on_the_first_step(name):
+    from tests.tiny_models import tiny_model
+
+    model = tiny_model("llama")
+    prompt = torch.tensor([[3, 4, 5, 6, 3]])  # key 3 -> draft (4, 5, 6) from the prompt
+    engine = LookaheadEngine(model, LookaheadConfig(window=0, ngram=4, guess_set=2, pool={"name": name}))
+    out = engine.generate(prompt, max_new_tokens=4)
+    assert out.stats.drafts[0] == 1
+    assert ((4, 5, 6), "prompt") in engine.pool.offer(3, 8)
+    unseeded = LookaheadEngine(
+        model, LookaheadConfig(window=0, ngram=4, guess_set=2, harvest_output=False,
+                               pool={"name": name, "seed_from_prompt": False}))
+    assert unseeded.generate(prompt, max_new_tokens=4).stats.drafts[0] == 0
