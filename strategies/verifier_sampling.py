@@ -1,0 +1,164 @@
+"""``sampling``: multi-draft speculative sampling with deterministic (one-hot) drafts.
+
+The lookahead paper's sampling verification (Fu et al. 2024, Alg. 4) and SpecInfer's
+multi-step speculative sampling, specialised to drafts that put all their mass on one token.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from strategies.base import StrategyParams, Verdict, Verifier, register
+
+
+def decide_position(
+    target_probs: torch.Tensor,  # [V] float64, the model's law at this position
+    candidates: torch.Tensor,  # [k] distinct draft tokens, in the order they are tried
+    accept_uniforms: torch.Tensor,  # [n, k] one uniform per candidate and trial
+    sample_uniforms: torch.Tensor,  # [n]    one uniform per trial for the fallback sample
+) -> tuple[torch.Tensor, torch.Tensor]:  # tokens [n], accepted [n] (bool: a candidate won)
+    """``n`` independent runs of one position's accept/reject loop, vectorised over runs.
+
+    Candidate ``j`` is tried only if candidates ``0..j-1`` were rejected; by then the residual
+    law is ``target_probs`` with those zeroed, of mass ``1 - sum(target_probs[c_0..c_{j-1}])``,
+    so it is accepted iff ``u_j * mass < target_probs[c_j]`` (probability p/mass). The first
+    accepted candidate wins; if none is, the token is drawn from ``target_probs`` with every
+    candidate zeroed, by inverse CDF with ``sample_uniforms``. (For ``k = 0`` that is plain
+    sampling, which is how the bonus token is drawn.)
+
+    Example: target [0.5, 0.3, 0.2], candidates [1, 0], u = [0.9, 0.4], s = 0.7: token 1 is
+    rejected (0.9 * 1.0 >= 0.3), token 0 accepted (0.4 * 0.7 < 0.5): returns (0, True).
+    """
+    sampled = sample_excluding(target_probs, candidates, sample_uniforms)  # [n]
+    if len(candidates) == 0:
+        return sampled, torch.zeros_like(sampled, dtype=torch.bool)
+    cand_probs = target_probs[candidates]  # [k]
+    spent = torch.cumsum(cand_probs, 0).roll(1, 0)  # [k] mass of the candidates tried before
+    spent[0] = 0.0
+    # clamp: rounding can leave 1 - spent a hair below 0 when the candidates hold all the mass
+    mass = (1.0 - spent).clamp(min=0.0)  # [k]
+    accept = (accept_uniforms * mass < cand_probs) & (cand_probs > 0)  # [n, k]
+    hit = accept.any(dim=1)  # [n]
+    first = accept.to(torch.uint8).argmax(dim=1)  # [n] first accepted candidate (0 if none; no bool argmax)
+    tokens = torch.where(hit, candidates[first], sampled)  # [n]
+    return tokens, hit
+
+
+def sample_excluding(
+    target_probs: torch.Tensor,  # [V]
+    excluded: torch.Tensor,  # [k]
+    uniforms: torch.Tensor,  # [n]
+) -> torch.Tensor:  # [n] tokens
+    """Inverse-CDF draws from ``target_probs`` with ``excluded`` zeroed and renormalised.
+
+    Residual guard: if the excluded tokens hold all the mass (total 0), draw from
+    ``target_probs`` itself. In exact arithmetic that residual is never sampled (the last
+    candidate holding the remaining mass is accepted with probability 1); it is reached only
+    when rounding leaves ``1 - spent`` a few ulps above a candidate's probability, an event of
+    probability ~1e-16, so any valid fallback changes the output law by at most that.
+    """
+    residual = target_probs.clone()
+    residual[excluded] = 0.0
+    cdf = torch.cumsum(residual, 0)  # [V] non-decreasing: sums of non-negative terms
+    if not bool(cdf[-1] > 0):
+        cdf = torch.cumsum(target_probs, 0)
+        if not bool(cdf[-1] > 0):
+            raise ValueError("the target law has no mass: every score is -inf or NaN")
+    total = cdf[-1]
+    # draw v in [0, total); the first index whose cdf exceeds v has positive probability
+    below_total = torch.nextafter(total, torch.zeros_like(total))
+    v = torch.minimum(uniforms.to(cdf.dtype) * total, below_total)  # [n]
+    return torch.searchsorted(cdf, v, right=True)
+
+
+@register("verifier", "sampling")
+class SamplingVerifier(Verifier):
+    """Commits tokens whose law is exactly that of sampling one token at a time.
+
+    Glossary:
+        target_probs  softmax of a row's (already warped) scores in float64: the law of the
+                      next token in that row's context.
+        accepted      draft tokens kept; at each position the still-alive drafts (those equal
+                      to the accepted prefix so far) are tried in row order, one per distinct
+                      token: token x is accepted with probability residual(x), where residual
+                      starts as target_probs and, after each rejection, has the rejected token
+                      zeroed and is renormalised.
+        recovered     when every distinct token at a position is rejected: one token drawn
+                      from the final residual; the step ends with it.
+        bonus         when a draft is accepted to its end: one token drawn from the last
+                      accepted row's target_probs.
+
+    Exactness (for one position; induction over positions gives the whole step, and steps
+    chain because the next step starts from the committed context). Let p be the target law,
+    x_1..x_k the distinct candidates in try order, S_j = p(x_1) + ... + p(x_j). Candidate j is
+    tried with probability prod_{i<j} (1 - p(x_i)/(1 - S_{i-1})) = 1 - S_{j-1} and then
+    accepted with probability p(x_j)/(1 - S_{j-1}): the step emits x_j with probability
+    exactly p(x_j). All are rejected with probability 1 - S_k, and the residual then draws
+    y not among them with probability p(y)/(1 - S_k): overall p(y). So the emitted token has
+    law p. Given the emitted token x was accepted, the next position's law is computed in the
+    context prefix + x, taken from the first alive row (every row sharing the prefix has that
+    context); given it was recovered or is the bonus, the step ends. Duplicates are tried once:
+    trying a rejected token again would double its acceptance chance. Drafts carry no
+    probability of their own (they are one-hot), so no draft law enters the formula; rounding
+    in float64 changes the law by ~1e-16 (see ``sample_excluding`` for the one guarded case).
+
+    Example: target after the root [0.5, 0.3, 0.2]; drafts [[1, 2], [0, 2]]. Token 1 (row 0) is
+    tried with residual 0.3 and rejected; token 0 (row 1) is tried with residual 0.5/0.7 and
+    accepted; position 1 uses row 1's scores and tries token 2, etc.
+    Verdict(tokens=(0, 2, 4), row=1, accepted=2) if 2 was accepted and 4 was the bonus token.
+
+    Randomness: one ``torch.rand((L + 1, g + 1), generator=generator, dtype=float64)`` table
+    per call, a fixed budget whatever happens: ``uniforms[t, j]`` is the accept test of the
+    j-th distinct candidate at position t, ``uniforms[t, g]`` the recovered or bonus draw at
+    position t. Hence the same generator state gives the same verdict. ``verify`` only draws
+    the table; ``walk_drafts`` (the step, given a table) and ``decide_position`` (one
+    position, batched over independent tables) are pure, so a reference implementation fed the
+    same table decides identically (tests/strategies/test_verifier_sampling.py checks this).
+    """
+
+    preserves_distribution = True
+    samples = True
+
+    class Params(StrategyParams):
+        name: Literal["sampling"] = "sampling"
+
+    def verify(self, root_scores, draft_tokens, draft_scores, generator=None) -> Verdict:
+        if generator is None:
+            raise ValueError(
+                "the sampling verifier needs a torch.Generator for reproducible draws; pass "
+                "generator=torch.Generator(device).manual_seed(seed)"
+            )
+        rows, length = draft_tokens.shape
+        uniforms = torch.rand(
+            (length + 1, rows + 1), generator=generator, device=generator.device, dtype=torch.float64
+        ).to(root_scores.device)  # [L+1, g+1]
+        return walk_drafts(root_scores, draft_tokens, draft_scores, uniforms)
+
+
+def walk_drafts(
+    root_scores: torch.Tensor,  # [V]
+    draft_tokens: torch.Tensor,  # [g, L]
+    draft_scores: torch.Tensor,  # [g, L, V]
+    uniforms: torch.Tensor,  # [L+1, g+1] float64 in [0, 1)
+) -> Verdict:
+    """The verifier's step given its uniforms table (layout in ``SamplingVerifier``)."""
+    rows, length = draft_tokens.shape
+    drafts = draft_tokens.tolist()
+    alive = list(range(rows))  # rows equal to the accepted prefix, in row order
+    prefix: list[int] = []
+    for t in range(length + 1):
+        scores = root_scores if t == 0 else draft_scores[alive[0], t - 1]  # [V]
+        target_probs = torch.softmax(scores.to(torch.float64), dim=-1)  # [V]
+        tried = list(dict.fromkeys(drafts[i][t] for i in alive)) if t < length else []
+        candidates = torch.tensor(tried, dtype=torch.long, device=scores.device)  # [k]
+        accept_u, sample_u = uniforms[t, None, : len(tried)], uniforms[t, rows, None]  # [1, k], [1]
+        token, hit = decide_position(target_probs, candidates, accept_u, sample_u)
+        token, hit = token.item(), hit.item()
+        if not hit:  # recovered or bonus token: the step ends
+            row = alive[0] if prefix else None
+            return Verdict(tokens=tuple(prefix + [token]), row=row, accepted=len(prefix))
+        prefix.append(token)
+        alive = [i for i in alive if drafts[i][t] == token]
+    raise AssertionError("unreachable: position L has no candidates")
