@@ -1,0 +1,4 @@
+"""Command-line experiments on top of the engine.
+
+    python -m experiments.generate --prompt "..." [--compare]   # one prompt, streamed, with stats
+"""
