@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from transformers import LogitsProcessorList
 
 from framework.attention import MaskBuilder
 from framework.config import LookaheadConfig
@@ -28,6 +29,7 @@ from framework.layout import StepLayout, step_layout
 from framework.ngrams import sequence_ngrams
 from framework.output import DecodeStats, LookaheadOutput
 from framework.processors import build_processors, score_rows
+from framework.sampling import SamplingSettings, resolve_sampling
 from framework.window import Window
 from strategies.base import SOURCE_NONE, SOURCE_OUTPUT, SOURCE_PROMPT, StepRecord, Verdict, lookup
 
@@ -58,7 +60,8 @@ class Run:
     eos: frozenset[int]
     cache: object
     window: Window
-    processors: object
+    processors: object  # generation-config processors, then the sampling warpers
+    verifier: object
     streamer: object = None
     generator: torch.Generator | None = None
     harvested: int = 0  # output n-grams with keys before this index are in the pool
@@ -127,8 +130,8 @@ class LookaheadEngine:
         from the model's generation_config, as in Hugging Face ``generate``."""
         start = time.perf_counter()
         prompt = self._check_prompt(input_ids, max_new_tokens)
-        self._check_sampling(do_sample, temperature, top_k, top_p, min_p)
-        run = self._begin(prompt, max_new_tokens, eos_token_id, streamer, generator)
+        sampling = resolve_sampling(self.model.generation_config, do_sample, temperature, top_k, top_p, min_p)
+        run = self._begin(prompt, max_new_tokens, eos_token_id, streamer, sampling, generator)
         while not run.finished:
             self._step(run)
         return self._finish(run, input_ids, start)
@@ -174,9 +177,9 @@ class LookaheadEngine:
             attention_mask=self.masks(layout, run.past_length),
             **kwargs,
         )
-        logits = out.logits[0].float().cpu()  # [R or q, V]
+        logits = out.logits[0].float()  # [R or q, V], on the model's device
         if not self.keeps_logits:
-            logits = logits.index_select(0, keep)
+            logits = logits.index_select(0, keep.to(logits.device))
         g, length = drafts.shape
         return StepLogits(
             root=logits[0],
@@ -191,15 +194,19 @@ class LookaheadEngine:
         paths = torch.cat([torch.zeros(1, length, dtype=torch.long), drafts]) if g else drafts.new_zeros(1, 0)
         path_index = [0] + [1 + i for i in range(g) for _ in range(length)]
         depths = [0] + [t + 1 for _ in range(g) for t in range(length)]
-        scores = score_rows(run.processors, run.context(), paths[path_index], depths, rows)
+        context = run.context().to(rows.device)
+        scores = score_rows(run.processors, context, paths[path_index].to(rows.device), depths, rows)
+        if run.verifier.samples:  # its generator draws on the CPU
+            scores = scores.cpu()
+        drafts = drafts.to(scores.device)
         draft_scores = scores[1:].reshape(g, length, scores.shape[-1])  # [g, L, V]
-        return self.verifier.verify(scores[0], drafts, draft_scores, run.generator)
+        return run.verifier.verify(scores[0], drafts, draft_scores, run.generator)
 
     def _update_window(self, run: Run, logits: StepLogits) -> None:
         """Jacobi update: the top level's argmaxes become a new level; full columns become n-grams."""
         if run.window.width == 0:
             return
-        harvest = run.window.advance(logits.top.argmax(dim=-1))
+        harvest = run.window.advance(logits.top.argmax(dim=-1).cpu())
         if harvest is not None:
             keys, drafts = harvest
             self.pool.add_many(keys.tolist(), [tuple(d) for d in drafts.tolist()], "lookahead")
@@ -215,7 +222,7 @@ class LookaheadEngine:
                 break
         kept = [layout.draft_slot(verdict.row, t) for t in range(len(tokens) - 1)]
         keep_slots(run.cache, run.past_length, kept)
-        won = tuple(drafts[verdict.row].tolist()) if verdict.row is not None else None
+        won = tuple(drafts[verdict.row].tolist()) if verdict.row is not None else None  # CPU drafts
         self.pool.feedback(run.root, won, verdict.accepted)
         run.tokens.extend(tokens)
         self._harvest_output(run)
@@ -261,7 +268,7 @@ class LookaheadEngine:
         self.pool.add_many(keys.tolist(), [tuple(d) for d in drafts.tolist()], SOURCE_OUTPUT)
         run.harvested = start + keys.numel()
 
-    def _begin(self, prompt: torch.Tensor, max_new_tokens: int, eos_token_id, streamer, generator) -> Run:
+    def _begin(self, prompt, max_new_tokens, eos_token_id, streamer, sampling: SamplingSettings, generator) -> Run:
         config = self.config
         if not config.pool.persist:
             self.pool.reset()
@@ -278,9 +285,12 @@ class LookaheadEngine:
             eos=frozenset(eos),
             cache=new_cache(),
             window=Window(config.ngram, window_generator),
-            processors=build_processors(self.model.generation_config, prompt.numel(), eos),
+            processors=LogitsProcessorList(
+                [*build_processors(self.model.generation_config, prompt.numel(), eos), *sampling.warpers()]
+            ),
+            verifier=self._verifier_for(sampling),
             streamer=streamer,
-            generator=generator,
+            generator=self._generator_for(sampling, generator),
             harvested=prompt.numel(),
         )
         if streamer is not None:
@@ -341,10 +351,23 @@ class LookaheadEngine:
             )
         return prompt
 
-    def _check_sampling(self, do_sample, temperature, top_k, top_p, min_p) -> None:
-        if do_sample is None:
-            do_sample = bool(getattr(self.model.generation_config, "do_sample", False))
-        if do_sample:
-            raise NotImplementedError(
-                "do_sample=True is not implemented yet; pass do_sample=False (greedy decoding)"
-            )
+    def _verifier_for(self, sampling: SamplingSettings):
+        """The configured verifier when it suits the call; else greedy / the registered sampler.
+
+        do_sample=True needs a verifier that declares ``preserves_distribution``; greedy calls
+        need an argmax verifier (``samples`` False)."""
+        if sampling.do_sample:
+            if self.verifier.preserves_distribution:
+                return self.verifier
+            return lookup("verifier", "sampling")(lookup("verifier", "sampling").Params())
+        if self.verifier.samples:
+            return lookup("verifier", "greedy")(lookup("verifier", "greedy").Params())
+        return self.verifier
+
+    @staticmethod
+    def _generator_for(sampling: SamplingSettings, generator: torch.Generator | None):
+        if not sampling.do_sample or generator is not None:
+            return generator
+        # no generator given: seed one from torch's global RNG, so torch.manual_seed reproduces
+        seed = int(torch.randint(0, 2**62, (1,)))
+        return torch.Generator().manual_seed(seed)

@@ -48,6 +48,7 @@ def lookahead_generate(
         if getattr(generation_config, field, None) is not None:
             raise NotImplementedError(f"generation_config.{field} is not supported by lookahead_generate")
     check_supported(generation_config)
+    _check_processors(logits_processor, generation_config, input_ids.shape[1])
     max_new_tokens = generation_config.max_length - input_ids.shape[1]
     engine = LookaheadEngine(model, config)
     out = engine.generate(
@@ -66,6 +67,27 @@ def lookahead_generate(
 
         return GenerateDecoderOnlyOutput(sequences=out.sequences)
     return out.sequences
+
+
+def _check_processors(logits_processor, generation_config, prompt_length: int) -> None:
+    """Refuse processors the engine would not rebuild itself (e.g. a user's ``logits_processor=``)."""
+    from framework.processors import build_processors
+    from framework.sampling import resolve_sampling
+
+    eos = generation_config.eos_token_id
+    eos = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+    settings = resolve_sampling(
+        generation_config, generation_config.do_sample, generation_config.temperature,
+        generation_config.top_k, generation_config.top_p, generation_config.min_p,
+    )
+    ours = [type(p) for p in build_processors(generation_config, prompt_length, eos) + settings.warpers()]
+    given = [type(p) for p in (logits_processor or [])]
+    extra = [cls.__name__ for cls in given if cls not in ours]
+    if extra or len(given) > len(ours):
+        raise NotImplementedError(
+            f"lookahead_generate cannot honour these logits processors exactly: {extra or given}; "
+            f"drop them (or use plain generate)"
+        )
 
 
 def _merge_config(base, window, ngram, guess_set, pool, scheduler, verifier) -> LookaheadConfig:

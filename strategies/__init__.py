@@ -12,6 +12,7 @@ from strategies import (  # noqa: F401  (imported for registration)
     pool_unbounded,
     scheduler_static,
     verifier_greedy,
+    verifier_sampling,
 )
 from strategies.base import (  # noqa: F401
     PoolPolicy,

@@ -156,9 +156,18 @@ def test_encoder_decoder_is_refused():
         LookaheadEngine(model, LookaheadConfig())
 
 
-def test_sampling_not_yet_available_is_a_clear_error():
-    with pytest.raises(NotImplementedError, match="do_sample"):
-        run(do_sample=True)
+def test_custom_generate_refuses_a_processor_it_cannot_honour():
+    from transformers import LogitsProcessorList, NoBadWordsLogitsProcessor
+
+    class Custom(NoBadWordsLogitsProcessor):
+        pass
+
+    model = llama()
+    with pytest.raises(NotImplementedError, match="Custom"):
+        model.generate(
+            LOOPING, custom_generate=lookahead_generate, do_sample=False, max_new_tokens=5,
+            logits_processor=LogitsProcessorList([Custom([[3]], eos_token_id=None)]),
+        )
 
 
 @pytest.mark.parametrize("window, guess_set", [(0, 0), (0, 4), (4, 0)])
