@@ -273,6 +273,7 @@ class LookaheadEngine:
         if not config.pool.persist:
             self.pool.reset()
         self.scheduler.reset()
+        self.pool.begin(prompt.tolist())
         if config.pool.seed_from_prompt and config.guess_set > 0:
             keys, drafts = sequence_ngrams(prompt, config.ngram)
             self.pool.add_many(keys.tolist(), [tuple(d) for d in drafts.tolist()], SOURCE_PROMPT)

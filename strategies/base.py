@@ -161,6 +161,10 @@ class PoolPolicy(ABC):
         self.guess_set = guess_set
         self.capacity = params.capacity if params.capacity is not None else max(guess_set, 1)
 
+    def begin(self, prompt: Sequence[int]) -> None:
+        """Called at the start of every generate(), after ``reset`` unless the pool persists,
+        before prompt seeding. Override to look at the prompt (default: nothing)."""
+
     @abstractmethod
     def add(self, key: int, draft: tuple[int, ...], source: str) -> None:
         """Insert (or refresh) one n-gram; evict by the policy's rule if the key is full."""

@@ -1,8 +1,8 @@
 """Shared storage for pool policies that keep a bounded set of drafts per key token.
 
-A policy subclasses :class:`KeyedPool` and says three things: how an entry ranks for offering
-(``rank_key``, highest first), which entry goes when a key is full (``victim_key``, lowest goes),
-and whether re-adding an existing n-gram refreshes it (``refresh_on_add``).
+A policy subclasses :class:`KeyedPool` and says three things: how a draft ranks for offering
+(``rank_key(draft, entry)``, highest first), which goes when a key is full (``victim_key(draft,
+entry)``, lowest goes), and whether re-adding an existing n-gram refreshes it (``refresh_on_add``).
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ class KeyedPool(PoolPolicy):
         self._tick = 0
 
     # ranking hooks -------------------------------------------------------------------------
-    def rank_key(self, entry: Entry) -> tuple:
+    def rank_key(self, draft: tuple[int, ...], entry: Entry) -> tuple:
         """Higher ranks are offered first."""
         return (entry.used,)
 
-    def victim_key(self, entry: Entry) -> tuple:
+    def victim_key(self, draft: tuple[int, ...], entry: Entry) -> tuple:
         """The entry with the lowest victim key is evicted first."""
         return (entry.used,)
 
@@ -49,7 +49,7 @@ class KeyedPool(PoolPolicy):
                 entry.used = self._tick
             return
         if self.bounded and len(entries) >= self.capacity:
-            victim = min(entries, key=lambda d: self.victim_key(entries[d]))
+            victim = min(entries, key=lambda d: self.victim_key(d, entries[d]))
             del entries[victim]
         entries[draft] = Entry(source=source, added=self._tick, used=self._tick)
 
@@ -57,7 +57,7 @@ class KeyedPool(PoolPolicy):
         entries = self._table.get(key)
         if not entries or limit <= 0:
             return []
-        ranked = sorted(entries.items(), key=lambda item: self.rank_key(item[1]), reverse=True)
+        ranked = sorted(entries.items(), key=lambda item: self.rank_key(*item), reverse=True)
         return [(draft, entry.source) for draft, entry in ranked[:limit]]
 
     def feedback(self, key: int, draft: tuple[int, ...] | None, accepted: int) -> None:

@@ -14,8 +14,8 @@ class FIFOPool(KeyedPool):
     class Params(PoolPolicy.Params):
         name: Literal["fifo"] = "fifo"
 
-    def rank_key(self, entry: Entry) -> tuple:
+    def rank_key(self, draft: tuple[int, ...], entry: Entry) -> tuple:
         return (entry.added,)
 
-    def victim_key(self, entry: Entry) -> tuple:
+    def victim_key(self, draft: tuple[int, ...], entry: Entry) -> tuple:
         return (entry.added,)

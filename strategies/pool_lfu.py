@@ -12,8 +12,8 @@ class LFUPool(KeyedPool):
     class Params(PoolPolicy.Params):
         name: Literal["lfu"] = "lfu"
 
-    def rank_key(self, entry: Entry) -> tuple:
+    def rank_key(self, draft: tuple[int, ...], entry: Entry) -> tuple:
         return (entry.hits, entry.used)
 
-    def victim_key(self, entry: Entry) -> tuple:
+    def victim_key(self, draft: tuple[int, ...], entry: Entry) -> tuple:
         return (entry.hits, entry.used)

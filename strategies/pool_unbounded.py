@@ -14,5 +14,5 @@ class UnboundedPool(KeyedPool):
     class Params(PoolPolicy.Params):
         name: Literal["unbounded"] = "unbounded"
 
-    def rank_key(self, entry: Entry) -> tuple:
+    def rank_key(self, draft: tuple[int, ...], entry: Entry) -> tuple:
         return (entry.hits, entry.used)
