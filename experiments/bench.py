@@ -1,0 +1,579 @@
+"""Benchmark decoding methods on real prompts, side by side, in the Spec-Bench format.
+
+    python -m experiments.bench --dataset spec_bench --max-new-tokens 128 --limit 3 --seed 0 --threads 2
+    python -m experiments.bench --dataset mt_bench --turns 2 --limit 1 --lookahead 5,4,5 --lookahead 7,5,7
+    python -m experiments.bench --config a.yaml --config b.yaml --methods greedy,lookahead
+    python -m experiments.bench --report bench_results/20250101-120000      # re-render, no model
+
+Methods: ``greedy`` (plain Hugging Face ``generate``, the baseline; always run), ``pld`` (Hugging
+Face prompt lookup decoding) and ``lookahead`` (our engine, once per config: the flags
+``--window --ngram --guess-set --pool ...`` build one, each ``--lookahead W,N,G`` one more on top
+of those flags, each ``--config file.yaml`` one or a list). Every method decodes every prompt in
+the same process, interleaved per prompt, after a warm-up (experiments/harness.py).
+
+Writes into ``--out`` (default ``bench_results/<timestamp>``):
+    records.jsonl      a header line (versions, device, threads, machine load, the command), then
+                       one line per (prompt, method) as each prompt finishes, then a footer line
+    table.md           per-category table and the Spec-Bench speedup matrix (also printed)
+    speedup.png        speedup over greedy per category per method
+    accepted_hist.png  share of decoding steps by tokens accepted per step
+docs/benchmarks.md explains every column and how the timing is kept fair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from pydantic import ValidationError
+
+from experiments import datasets
+from experiments.generate import FlagError, build_config
+from experiments.harness import (
+    BASELINE, OVERALL, GreedyMethod, LookaheadMethod, Method, PromptInput, PromptLookupMethod, Record,
+    Summary, run_prompt, summarize, warm_up,
+)
+from framework.config import LookaheadConfig
+
+METHOD_NAMES = ("greedy", "pld", "lookahead")
+RECORDS, TABLE, SPEEDUP_PNG, ACCEPTED_PNG = "records.jsonl", "table.md", "speedup.png", "accepted_hist.png"
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__.split("\n")[0])
+    data = parser.add_argument_group("prompts")
+    data.add_argument("--dataset", default="spec_bench", choices=datasets.DATASET_NAMES)
+    data.add_argument("--limit", type=_positive, default=None, help="prompts per category (default: all)")
+    data.add_argument("--seed", type=int, default=None, help="with --limit: a seeded sample, not the first ones")
+    data.add_argument("--turns", type=int, choices=(1, 2), default=1,
+                      help="2: also the second turn of two-turn prompts (MT-Bench), after greedy's first answer")
+    data.add_argument("--max-new-tokens", type=_positive, default=128)
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default=None, help="folder, .gguf file or cached Hub name (default model if unset)")
+    model.add_argument("--dtype", default="float32", help="float32 (exact on CPU), bfloat16 or float16")
+    model.add_argument("--attn", default="sdpa", help="attention implementation: sdpa or eager")
+    model.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    model.add_argument("--threads", type=_positive, default=None, help="torch CPU threads (default: torch's)")
+
+    methods = parser.add_argument_group("methods")
+    methods.add_argument("--methods", default="greedy,pld,lookahead",
+                         help="comma list of greedy, pld, lookahead; greedy (the baseline) always runs")
+    methods.add_argument("--lookahead", action="append", default=[], metavar="W,N,G",
+                         help="a lookahead config: the flags below with these W, N, G (repeat for several)")
+    methods.add_argument("--config", action="append", default=[], metavar="YAML",
+                         help="a file holding one LookaheadConfig mapping or a list of them (repeat for several)")
+    methods.add_argument("--pld-tokens", type=_positive, default=10, help="prompt lookup: draft tokens per step")
+    methods.add_argument("--pld-ngram", type=_positive, default=2, help="prompt lookup: longest n-gram matched")
+
+    lookahead = parser.add_argument_group("lookahead flags (unset: LookaheadConfig defaults)")
+    lookahead.add_argument("--window", type=int, default=None, help="[W] window width; 0 disables lookahead")
+    lookahead.add_argument("--ngram", type=int, default=None, help="[N] n-gram size")
+    lookahead.add_argument("--guess-set", type=int, default=None, help="[G] drafts verified per step")
+    lookahead.add_argument("--scheduler", default=None, help="window scheduler name (e.g. static)")
+    lookahead.add_argument("--pool", default=None, help="n-gram pool name (e.g. lru, lfu, fifo, unbounded)")
+    lookahead.add_argument("--pool-capacity", type=int, default=None, help="n-grams kept per key")
+    lookahead.add_argument("--no-seed-from-prompt", action="store_true", help="don't seed the pool from the prompt")
+    lookahead.add_argument("--verifier", default=None, help="verifier name (e.g. greedy)")
+    lookahead.add_argument("--realign", default=None, help="keep or shift the window after accepting drafts")
+    lookahead.add_argument("--no-harvest-output", action="store_true", help="don't pool the output's n-grams")
+    lookahead.add_argument("--window-seed", type=int, default=None, help="seed of the window's initial tokens")
+
+    run = parser.add_argument_group("measuring and output")
+    run.add_argument("--warmup", type=int, default=1, help="unrecorded runs of every method before timing")
+    run.add_argument("--repeats", type=_positive, default=1, help="timed runs per (prompt, method); median kept")
+    run.add_argument("--no-memory", action="store_true", help="don't measure peak memory (no sampler thread)")
+    run.add_argument("--out", default=None, help="output folder (default bench_results/<timestamp>)")
+    run.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    run.add_argument("--wandb", action="store_true", help="log to Weights & Biases (WANDB_MODE=offline unless set)")
+    run.add_argument("--wandb-project", default="lookahead-decoding")
+    run.add_argument("--report", default=None, metavar="RUN",
+                     help="re-render table.md and plots from RUN's records.jsonl (a folder or the file); no model")
+    return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def method_list(text: str) -> list[str]:
+    """``"pld,lookahead"`` -> ``["greedy", "pld", "lookahead"]`` (the baseline first, always)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in METHOD_NAMES]
+    if unknown:
+        raise FlagError(f"--methods: unknown {unknown}; choose from {', '.join(METHOD_NAMES)}")
+    return [name for name in METHOD_NAMES if name in names or name == BASELINE]
+
+
+def lookahead_configs(args: argparse.Namespace) -> list[tuple[str | None, LookaheadConfig]]:
+    """``(label or None, config)`` for every lookahead config the flags and files ask for."""
+    base = build_config(args).model_dump()
+    configs: list[tuple[str | None, LookaheadConfig]] = []
+    for spec in args.lookahead:
+        configs.append((None, _wng_config(spec, base)))
+    for path in args.config:
+        configs.extend(load_config_file(path))
+    return configs or [(None, LookaheadConfig.model_validate(base))]
+
+
+def _wng_config(spec: str, base: dict[str, Any]) -> LookaheadConfig:
+    try:
+        window, ngram, guess_set = (int(part) for part in spec.split(","))
+    except ValueError:
+        raise FlagError(f"--lookahead: expected three integers W,N,G (e.g. 5,4,5), got {spec!r}") from None
+    try:
+        return LookaheadConfig.model_validate({**base, "window": window, "ngram": ngram, "guess_set": guess_set})
+    except ValidationError as error:
+        raise FlagError(f"--lookahead {spec}: {_errors(error)}") from None
+
+
+def load_config_file(path: str) -> list[tuple[str | None, LookaheadConfig]]:
+    """A YAML mapping (one config) or list of mappings; an optional ``label`` key names the method."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise FlagError(f"--config {path}: {error}") from None
+    items = data if isinstance(data, list) else [data]
+    configs = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise FlagError(f"--config {path}: entry {index} is {type(item).__name__}, expected a mapping of "
+                            f"LookaheadConfig fields (window, ngram, guess_set, pool, ...)")
+        item = dict(item)
+        label = item.pop("label", None)
+        try:
+            configs.append((label, LookaheadConfig.model_validate(item)))
+        except ValidationError as error:
+            raise FlagError(f"--config {path} (entry {index}): {_errors(error)}") from None
+    return configs
+
+
+def _errors(error: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']} (got {e.get('input')!r})"
+                     for e in error.errors())
+
+
+def build_methods(args: argparse.Namespace) -> list[Method]:
+    """The methods in run order: greedy, pld, then one per lookahead config."""
+    methods: list[Method] = []
+    for name in method_list(args.methods):
+        if name == "greedy":
+            methods.append(GreedyMethod())
+        elif name == "pld":
+            methods.append(PromptLookupMethod(args.pld_tokens, args.pld_ngram))
+        else:
+            methods.extend(LookaheadMethod(config, name=label) for label, config in lookahead_configs(args))
+    names = [method.name for method in methods]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise FlagError(f"--lookahead/--config: the same config twice ({', '.join(duplicates)}); "
+                        f"drop one or give it a `label:` in its YAML file")
+    return methods
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+class RecordWriter:
+    """Appends JSON lines, flushed one by one, so a killed run keeps everything it measured."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.file = path.open("a", encoding="utf-8")
+
+    def write(self, kind: str, data: dict[str, Any]) -> None:
+        self.file.write(json.dumps({"type": kind, **data}) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def bench_inputs(tokenizer, prompts: Sequence[datasets.Prompt]) -> list[PromptInput]:
+    """First-turn inputs (the chat template for chat models, raw text for HumanEval)."""
+    return [PromptInput(p.id, p.category, datasets.encode(tokenizer, p, 0), turn=0) for p in prompts]
+
+
+def second_turn(tokenizer, prompt: datasets.Prompt, first: Record) -> PromptInput:
+    """The second turn, with the baseline's first answer in the conversation (every method gets
+    the same input, whatever its own first answer was)."""
+    answer = tokenizer.decode(first.output_ids, skip_special_tokens=True)
+    return PromptInput(prompt.id, prompt.category, datasets.encode(tokenizer, prompt, 1, [answer]), turn=1)
+
+
+def run_benchmark(model, tokenizer, prompts: Sequence[datasets.Prompt], methods: Sequence[Method],
+                  args: argparse.Namespace, on_record) -> list[Record]:
+    """Warm up, then every prompt (and with ``--turns 2`` its second turn) through every method."""
+    from tqdm import tqdm
+
+    inputs = bench_inputs(tokenizer, prompts)
+    two_turns = [args.turns == 2 and len(p.turns) > 1 for p in prompts]
+    if inputs and args.warmup > 0:
+        warm_up(model, methods, inputs[0].input_ids, args.max_new_tokens, args.warmup)
+    records: list[Record] = []
+    bar = tqdm(total=len(inputs) + sum(two_turns), desc="prompts", unit="prompt", file=sys.stderr, dynamic_ncols=True)
+
+    def measure(item: PromptInput) -> list[Record]:
+        done = run_prompt(model, methods, item, args.max_new_tokens, repeats=args.repeats, rotate=bar.n,
+                          track_memory=not args.no_memory)
+        for record in done:
+            on_record(record)
+        records.extend(done)
+        bar.update(1)
+        bar.set_postfix_str(_throughput(records))
+        return done
+
+    for prompt, item, both in zip(prompts, inputs, two_turns):
+        first = measure(item)
+        if both:
+            baseline = next(record for record in first if record.method == BASELINE)
+            measure(second_turn(tokenizer, prompt, baseline))
+    bar.close()
+    return records
+
+
+def _throughput(records: Sequence[Record]) -> str:
+    """Running tokens/s per method, for the progress bar."""
+    totals: dict[str, list[float]] = {}
+    for record in records:
+        total = totals.setdefault(record.method, [0, 0.0])
+        total[0] += record.new_tokens
+        total[1] += record.wall_seconds
+    return " ".join(f"{name}={tokens / seconds:.1f}tok/s" for name, (tokens, seconds) in totals.items() if seconds)
+
+
+# --------------------------------------------------------------------------------------------
+# The environment
+
+
+def environment(args: argparse.Namespace, model, methods: Sequence[Method], prompts) -> dict[str, Any]:
+    """The header record: what was run, where, with which versions, under what load."""
+    device = model.device
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python -m experiments.bench", *(sys.argv[1:] if args.argv is None else args.argv)]),
+        "git": _git_commit(),
+        "dataset": args.dataset, "limit_per_category": args.limit, "seed": args.seed, "turns": args.turns,
+        "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
+        "warmup": args.warmup, "repeats": args.repeats,
+        "model": args.model or "SmolLM2-135M-Instruct", "model_class": type(model).__name__,
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "attn": args.attn,
+        "device": str(device), "device_name": _device_name(device),
+        "torch_threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
+        "cpu_count": os.cpu_count(), "loadavg": _loadavg(),
+        "platform": platform.platform(), "versions": _versions(),
+        "methods": {method.name: method.config for method in methods},
+    }
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata
+
+    versions = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "pydantic", "numpy", "lookahead-decoding"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    versions["torch"] = torch.__version__
+    return versions
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def _git_commit() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}{'+dirty' if dirty else ''}" if commit else None
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Report: markdown and plots
+
+
+def _fmt(value: float | None, pattern: str) -> str:
+    return "n/a" if value is None else pattern.format(value)
+
+
+def markdown_tables(rows: Sequence[Summary], header: dict[str, Any] | None = None) -> str:
+    """The per-category table (one row per category and method, then Overall) and the
+    Spec-Bench speedup matrix (one row per method, one column per category)."""
+    lines = [_title(header), ""] if header else []
+    lines += [
+        "| Category | Method | Prompts | Tokens/step | Tokens/forward | Speedup | Identical | Tokens/s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        category = f"**{row.category}**" if row.category == OVERALL else row.category
+        lines.append(
+            f"| {category} | {row.method} | {row.prompts} | {row.tokens_per_step:.2f} | {row.tokens_per_forward:.2f} "
+            f"| {_fmt(row.speedup, '{:.2f}x')} | {_fmt(None if row.identical is None else 100 * row.identical, '{:.0f}%')} "
+            f"| {row.tokens_per_second:.1f} |"
+        )
+    return "\n".join(lines + ["", speedup_matrix(rows), ""])
+
+
+def speedup_matrix(rows: Sequence[Summary]) -> str:
+    categories = list(dict.fromkeys(row.category for row in rows))
+    methods = list(dict.fromkeys(row.method for row in rows))
+    cell = {(row.category, row.method): row for row in rows}
+    lines = [
+        "| Method | " + " | ".join(categories) + " | Tokens/step (overall) |",
+        "| --- |" + " ---: |" * (len(categories) + 1),
+    ]
+    for method in methods:
+        speedups = [_fmt(getattr(cell.get((c, method)), "speedup", None), "{:.2f}x") for c in categories]
+        overall = cell.get((OVERALL, method))
+        lines.append(f"| {method} | " + " | ".join(speedups) + f" | {_fmt(getattr(overall, 'tokens_per_step', None), '{:.2f}')} |")
+    return "\n".join(lines)
+
+
+def _title(header: dict[str, Any]) -> str:
+    load = header.get("loadavg")
+    return (
+        f"{header['dataset']} ({header['prompts']} prompts, turns={header.get('turns', 1)}), {header['model']}, "
+        f"{header['dtype']}, {header['max_new_tokens']} new tokens, {header['device_name']} "
+        f"({header['device']}, {header['torch_threads']} threads, load {load[0] if load else 'n/a'}), "
+        f"{header['date']}, git {header.get('git')}\n\n`{header['command']}`"
+    )
+
+
+def plot_speedup(rows: Sequence[Summary], path: Path, baseline: str = BASELINE) -> None:
+    plt = _pyplot()
+    categories = list(dict.fromkeys(row.category for row in rows))
+    methods = [m for m in dict.fromkeys(row.method for row in rows) if m != baseline]
+    cell = {(row.category, row.method): row.speedup for row in rows}
+    fig, ax = plt.subplots(figsize=(min(14.0, 3 + 1.1 * len(categories) * max(1, len(methods)) ** 0.5), 4.5))
+    width = 0.8 / max(1, len(methods))
+    for i, method in enumerate(methods):
+        values = [cell.get((c, method)) or 0.0 for c in categories]
+        ax.bar([x + (i - (len(methods) - 1) / 2) * width for x in range(len(categories))], values, width, label=method)
+    ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+    ax.set_xticks(range(len(categories)), [c.replace(" ", "\n", 1) for c in categories], fontsize=8)
+    ax.set_ylabel(f"speedup over {baseline} (median wall ratio)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_accepted(records: Sequence[Record], path: Path, baseline: str = BASELINE) -> None:
+    plt = _pyplot()
+    by_method: dict[str, list[int]] = {}
+    for record in records:
+        if record.method != baseline:
+            by_method.setdefault(record.method, []).extend(record.accepted_per_step)
+    top = max((max(v) for v in by_method.values() if v), default=1)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    width = 0.8 / max(1, len(by_method))
+    for i, (method, accepted) in enumerate(by_method.items()):
+        shares = [accepted.count(k) / len(accepted) if accepted else 0.0 for k in range(1, top + 1)]
+        ax.bar([k + (i - (len(by_method) - 1) / 2) * width for k in range(1, top + 1)], shares, width, label=method)
+    ax.set_xlabel("tokens accepted in one decoding step")
+    ax.set_ylabel("share of decoding steps")
+    ax.set_xticks(range(1, top + 1))
+    if by_method:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_report(out: Path, header: dict[str, Any], records: Sequence[Record], plots: bool = True) -> str:
+    """table.md (+ the PNGs) from the records; returns the markdown."""
+    rows = summarize(records)  # categories in first-seen order: the dataset's order
+    text = markdown_tables(rows, header)
+    (out / TABLE).write_text(text)
+    if plots and records:
+        plot_speedup(rows, out / SPEEDUP_PNG)
+        plot_accepted(records, out / ACCEPTED_PNG)
+    return text
+
+
+def read_run(path: str | Path) -> tuple[dict[str, Any], list[Record]]:
+    """The header and records of a ``records.jsonl`` (a killed run's too)."""
+    path = Path(path)
+    path = path / RECORDS if path.is_dir() else path
+    header: dict[str, Any] = {}
+    records = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:  # a line cut off by a kill
+            continue
+        kind = data.pop("type", "record")
+        if kind == "header":
+            header = data
+        elif kind == "record":
+            records.append(Record.from_json(data))
+    return header, records
+
+
+# --------------------------------------------------------------------------------------------
+# Weights & Biases (imported only with --wandb)
+
+
+class WandbLog:
+    def __init__(self, args: argparse.Namespace, header: dict[str, Any], out: Path) -> None:
+        os.environ.setdefault("WANDB_MODE", "offline")
+        import wandb
+
+        self.wandb = wandb
+        self.run = wandb.init(project=args.wandb_project, name=out.name, config=header, dir=str(out),
+                              group=f"{header['dataset']}-{header['device']}",
+                              tags=[header["device"], header["dataset"], header["dtype"]])
+        self.rows: list[dict[str, Any]] = []
+
+    def record(self, record: Record) -> None:
+        data = record.to_json(with_outputs=False)
+        self.rows.append(data)
+        self.run.log({f"{record.method}/tokens_per_step": record.tokens_per_step,
+                      f"{record.method}/tokens_per_second": record.tokens_per_second})
+
+    def finish(self, rows: Sequence[Summary], out: Path) -> None:
+        columns = list(self.rows[0]) if self.rows else []
+        table = self.wandb.Table(columns=columns, data=[[json.dumps(r[c]) if isinstance(r[c], (list, dict)) else r[c]
+                                                          for c in columns] for r in self.rows])
+        self.run.log({"records": table})
+        self.run.summary.update({f"{row.category}/{row.method}/{key}": getattr(row, key)
+                                 for row in rows for key in ("tokens_per_step", "speedup", "identical")})
+        images = {name: self.wandb.Image(str(out / name)) for name in (SPEEDUP_PNG, ACCEPTED_PNG) if (out / name).exists()}
+        if images:
+            self.run.log(images)
+        self.run.finish()
+
+
+# --------------------------------------------------------------------------------------------
+# main
+
+
+def main(argv: list[str] | None = None, *, model_and_tokenizer=None) -> int:
+    """Parse, load, measure, report; returns the exit status (0 done, 1 failed, 2 bad flag).
+    ``model_and_tokenizer`` replaces loading ``--model`` (tests pass a tiny model)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    args.argv = argv
+    if args.report:
+        return report(args)
+    try:
+        methods = build_methods(args)
+        prompts = datasets.load_dataset(args.dataset, limit_per_category=args.limit, seed=args.seed)
+    except (FlagError, ValueError, ModuleNotFoundError, FileNotFoundError) as error:
+        return _fail(error, 2)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if model_and_tokenizer is None:
+        from framework.models import load_model
+
+        try:
+            model_and_tokenizer = load_model(args.model, dtype=args.dtype, attn_implementation=args.attn,
+                                             device=args.device)
+        except (OSError, ValueError, ImportError) as error:
+            return _fail(f"--model {args.model}: {error}", 1)
+    model, tokenizer = model_and_tokenizer
+    return bench(args, model, tokenizer, prompts, methods)
+
+
+def bench(args, model, tokenizer, prompts, methods) -> int:
+    out = Path(args.out or Path("bench_results") / dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    out.mkdir(parents=True, exist_ok=True)
+    header = environment(args, model, methods, prompts)
+    writer = RecordWriter(out / RECORDS)
+    writer.write("header", header)
+    log = WandbLog(args, header, out) if args.wandb else None
+    print(f"[bench] {len(prompts)} prompts x {len(methods)} methods -> {out}", file=sys.stderr)
+
+    def on_record(record: Record) -> None:
+        writer.write("record", record.to_json())
+        if log is not None:
+            log.record(record)
+
+    start = time.perf_counter()
+    try:
+        records = run_benchmark(model, tokenizer, prompts, methods, args, on_record)
+    finally:
+        writer.write("footer", {"elapsed_seconds": round(time.perf_counter() - start, 2), "loadavg": _loadavg()})
+        writer.close()
+    text = write_report(out, header, records, plots=not args.no_plots)
+    if log is not None:
+        log.finish(summarize(records), out)
+    print(text)
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    try:
+        header, records = read_run(args.report)
+    except OSError as error:
+        return _fail(f"--report: {error}", 2)
+    if not header:
+        return _fail(f"--report {args.report}: no header line; is this a bench records.jsonl?", 2)
+    out = Path(args.out) if args.out else (Path(args.report) if Path(args.report).is_dir() else Path(args.report).parent)
+    out.mkdir(parents=True, exist_ok=True)
+    print(write_report(out, header, records, plots=not args.no_plots))
+    return 0
+
+
+def _fail(error: object, status: int) -> int:
+    print(f"error: {error}", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
