@@ -239,8 +239,8 @@ def run_benchmark(model, tokenizer, prompts: Sequence[datasets.Prompt], methods:
         for record in done:
             on_record(record)
         records.extend(done)
+        bar.set_postfix_str(_throughput(records), refresh=False)
         bar.update(1)
-        bar.set_postfix_str(_throughput(records))
         return done
 
     for prompt, item, both in zip(prompts, inputs, two_turns):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -117,3 +120,13 @@ def test_wandb_offline_run_lands_in_the_output_folder(tmp_path, monkeypatch):
     assert run_bench(tmp_path, "--dataset", "gsm8k", "--limit", "1", "--max-new-tokens", "4", "--methods", "greedy,pld",
                      "--warmup", "0", "--wandb") == 0
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+
+
+def test_bench_imports_without_optuna_wandb_or_matplotlib():
+    """The GPU image has no optuna or wandb: importing the bench must not need them."""
+    code = ("import sys, experiments.bench, experiments.harness; "
+            "print(sorted({'optuna', 'wandb', 'matplotlib'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
