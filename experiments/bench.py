@@ -271,7 +271,7 @@ def environment(args: argparse.Namespace, model, methods: Sequence[Method], prom
     device = model.device
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python -m experiments.bench", *(sys.argv[1:] if args.argv is None else args.argv)]),
+        "command": " ".join(["python -m experiments.bench", *_argv(args)]),
         "git": _git_commit(),
         "dataset": args.dataset, "limit_per_category": args.limit, "seed": args.seed, "turns": args.turns,
         "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
@@ -284,6 +284,11 @@ def environment(args: argparse.Namespace, model, methods: Sequence[Method], prom
         "platform": platform.platform(), "versions": _versions(),
         "methods": {method.name: method.config for method in methods},
     }
+
+
+def _argv(args: argparse.Namespace) -> list[str]:
+    argv = getattr(args, "argv", None)
+    return sys.argv[1:] if argv is None else list(argv)
 
 
 def _versions() -> dict[str, str]:
@@ -527,10 +532,11 @@ def main(argv: list[str] | None = None, *, model_and_tokenizer=None) -> int:
         except (OSError, ValueError, ImportError) as error:
             return _fail(f"--model {args.model}: {error}", 1)
     model, tokenizer = model_and_tokenizer
-    return bench(args, model, tokenizer, prompts, methods)
+    return measure_and_report(args, model, tokenizer, prompts, methods)
 
 
-def bench(args, model, tokenizer, prompts, methods) -> int:
+def measure_and_report(args, model, tokenizer, prompts, methods) -> int:
+    """The run proper: header, records as they come, the report; returns 0."""
     out = Path(args.out or Path("bench_results") / dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)
     header = environment(args, model, methods, prompts)

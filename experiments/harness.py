@@ -240,7 +240,7 @@ class ForwardCounter:
             ids = kwargs["inputs_embeds"]
         cache = kwargs.get("cache", kwargs.get("past_key_values"))  # 5.24 renamed past_key_values
         self.fed.append(int(ids.shape[1]))
-        self.past.append(int(cache.get_seq_length()) if hasattr(cache, "get_seq_length") else (0 if cache is None else None))
+        self.past.append(_cache_length(cache))
 
     @property
     def forwards(self) -> int:
@@ -260,6 +260,15 @@ class ForwardCounter:
 
     def kv_peak_tokens(self) -> int:
         return max((p or 0) + f for p, f in zip(self.past, self.fed)) if self.fed else 0
+
+
+def _cache_length(cache) -> int | None:
+    """Positions in the KV cache; 0 without one; None if it cannot be read."""
+    if cache is None:
+        return 0
+    if hasattr(cache, "get_seq_length"):
+        return int(cache.get_seq_length())
+    return None
 
 
 class MemoryMeter:
