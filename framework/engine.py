@@ -25,7 +25,7 @@ from transformers import LogitsProcessorList
 from framework.attention import MaskBuilder
 from framework.config import LookaheadConfig
 from framework.kv import accepts_logits_to_keep, cache_argument, cache_length, keep_slots, new_cache
-from framework.layout import StepLayout, step_layout
+from framework.layout import DraftTree, StepLayout, build_draft_tree, step_layout
 from framework.ngrams import sequence_ngrams
 from framework.output import DecodeStats, LookaheadOutput
 from framework.processors import build_processors, score_rows
@@ -45,9 +45,9 @@ def position_limit(model_config) -> int | None:
 
 @dataclass
 class StepLogits:
-    root: torch.Tensor  # [V]        after the root
-    drafts: torch.Tensor  # [g, L, V]  after each draft token
-    top: torch.Tensor  # [W, V]     after each token of the window's top level
+    root: torch.Tensor  # [V]     after the root
+    nodes: torch.Tensor  # [n, V]  after each node of the draft tree
+    top: torch.Tensor  # [W, V]  after each token of the window's top level
 
 
 @dataclass
@@ -138,14 +138,14 @@ class LookaheadEngine:
 
     # ------------------------------------------------------------------ the step
     def _step(self, run: Run) -> None:
-        layout, drafts, sources = self._plan(run)
-        logits = self._forward(run, layout, drafts)
-        verdict = self._verify(run, drafts, logits)
+        layout, drafts, tree, sources = self._plan(run)
+        logits = self._forward(run, layout, tree)
+        verdict = self._verify(run, drafts, tree, logits)
         self._update_window(run, logits)
-        self._commit(run, layout, verdict, drafts, sources)
+        self._commit(run, layout, verdict, drafts, tree, sources)
 
-    def _plan(self, run: Run) -> tuple[StepLayout, torch.Tensor, list[str]]:
-        """Window width for this step and the drafts (``# [g, L]``) to verify."""
+    def _plan(self, run: Run) -> tuple[StepLayout, torch.Tensor, DraftTree, list[str]]:
+        """Window width for this step and the drafts (``# [g, L]``) to verify, as a token tree."""
         width = self._window_width(run)
         run.window.resize(width, run.context())
         draft_len = min(self.config.ngram - 1, run.remaining - 1, self._positions_left(run))
@@ -156,16 +156,17 @@ class LookaheadEngine:
             if len(draft) == draft_len and draft not in drafts:
                 drafts.append(draft)
                 sources.append(source)
+        tree = build_draft_tree(drafts)
+        layout = step_layout(run.window.width, len(run.window.levels), tree.parents)
         draft_tensor = torch.tensor(drafts, dtype=torch.long).reshape(len(drafts), draft_len if drafts else 0)
-        layout = step_layout(run.window.width, len(run.window.levels), len(drafts), draft_len if drafts else 0)
-        return layout, draft_tensor, sources
+        return layout, draft_tensor, tree, sources
 
-    def _forward(self, run: Run, layout: StepLayout, drafts: torch.Tensor) -> StepLogits:
-        """One pass over root + drafts + window; logits only for the rows that are read."""
+    def _forward(self, run: Run, layout: StepLayout, tree: DraftTree) -> StepLogits:
+        """One pass over root + draft tree + window; logits only for the rows that are read."""
         device = self.model.device
-        ids = torch.cat([torch.tensor([run.root]), drafts.flatten(), run.window.tokens()])  # [q]
+        ids = torch.cat([torch.tensor([run.root, *tree.tokens]), run.window.tokens()])  # [q]
         positions = run.past_length + layout.depths  # [q]
-        verify_rows = layout.window_start  # root + drafts
+        verify_rows = layout.window_start  # root + tree nodes
         top = layout.last_level_slots()
         keep = torch.cat([torch.arange(verify_rows), torch.arange(top.start, top.stop)])  # [R]
         kwargs = {self.cache_arg: run.cache, "use_cache": True}
@@ -180,27 +181,26 @@ class LookaheadEngine:
         logits = out.logits[0].float()  # [R or q, V], on the model's device
         if not self.keeps_logits:
             logits = logits.index_select(0, keep.to(logits.device))
-        g, length = drafts.shape
-        return StepLogits(
-            root=logits[0],
-            drafts=logits[1:verify_rows].reshape(g, length, logits.shape[-1]),
-            top=logits[verify_rows:],
-        )
+        return StepLogits(root=logits[0], nodes=logits[1:verify_rows], top=logits[verify_rows:])
 
-    def _verify(self, run: Run, drafts: torch.Tensor, logits: StepLogits) -> Verdict:
+    def _verify(self, run: Run, drafts: torch.Tensor, tree: DraftTree, logits: StepLogits) -> Verdict:
         """Scores after the generation config's processors (each row in its context), then the verifier."""
-        g, length = drafts.shape
-        rows = torch.cat([logits.root[None], logits.drafts.reshape(g * length, logits.root.shape[-1])])  # [1 + g*L, V]
-        paths = torch.cat([torch.zeros(1, length, dtype=torch.long), drafts]) if g else drafts.new_zeros(1, 0)
-        path_index = [0] + [1 + i for i in range(g) for _ in range(length)]
-        depths = [0] + [t + 1 for _ in range(g) for t in range(length)]
-        context = run.context().to(rows.device)
-        scores = score_rows(run.processors, context, paths[path_index].to(rows.device), depths, rows)
+        rows = torch.cat([logits.root[None], logits.nodes])  # [1 + n, V]
+        if len(run.processors):
+            rows = score_rows(run.processors, run.context().to(rows.device), self._node_paths(tree), rows)
         if run.verifier.samples:  # its generator draws on the CPU
-            scores = scores.cpu()
-        drafts = drafts.to(scores.device)
-        draft_scores = scores[1:].reshape(g, length, scores.shape[-1])  # [g, L, V]
-        return run.verifier.verify(scores[0], drafts, draft_scores, run.generator)
+            rows = rows.cpu()
+        g, length = drafts.shape
+        draft_scores = rows[1:][tree.draft_nodes.to(rows.device)].reshape(g, length, rows.shape[-1])  # [g, L, V]
+        return run.verifier.verify(rows[0], drafts.to(rows.device), draft_scores, run.generator)
+
+    @staticmethod
+    def _node_paths(tree: DraftTree) -> list[list[int]]:
+        """Tokens after the root on the path to each row: [] for the root, then each node's."""
+        paths: list[list[int]] = [[]]
+        for token, parent in zip(tree.tokens, tree.parents):
+            paths.append(paths[parent + 1] + [token])
+        return paths
 
     def _update_window(self, run: Run, logits: StepLogits) -> None:
         """Jacobi update: the top level's argmaxes become a new level; full columns become n-grams."""
@@ -211,7 +211,7 @@ class LookaheadEngine:
             keys, drafts = harvest
             self.pool.add_many(keys.tolist(), [tuple(d) for d in drafts.tolist()], "lookahead")
 
-    def _commit(self, run: Run, layout: StepLayout, verdict: Verdict, drafts: torch.Tensor, sources) -> None:
+    def _commit(self, run: Run, layout, verdict: Verdict, drafts: torch.Tensor, tree: DraftTree, sources) -> None:
         """Append the verdict's tokens (cut at EOS / max_new_tokens), keep their KV, report."""
         tokens = list(verdict.tokens[: run.remaining])
         for i, token in enumerate(tokens):
@@ -220,7 +220,7 @@ class LookaheadEngine:
                 run.finished = True
                 run.stats.stop_reason = "eos"
                 break
-        kept = [layout.draft_slot(verdict.row, t) for t in range(len(tokens) - 1)]
+        kept = [layout.node_slot(int(tree.draft_nodes[verdict.row, t])) for t in range(len(tokens) - 1)]
         keep_slots(run.cache, run.past_length, kept)
         won = tuple(drafts[verdict.row].tolist()) if verdict.row is not None else None  # CPU drafts
         self.pool.feedback(run.root, won, verdict.accepted)
@@ -235,7 +235,7 @@ class LookaheadEngine:
             run.stats.stop_reason = "length"
         record = StepRecord(
             width=layout.width,
-            drafts=layout.drafts,
+            drafts=drafts.shape[0],
             accepted=verdict.accepted,
             emitted=len(tokens),
             source=sources[verdict.row] if verdict.row is not None else SOURCE_NONE,

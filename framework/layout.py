@@ -1,13 +1,15 @@
 """The token layout of one lookahead step: which slot is which token, where it sits, what it sees.
 
-One step feeds ``1 + g*L + levels*width`` tokens in this order::
+One step feeds ``1 + n + levels*width`` tokens in this order::
 
-    slot 0                      the root: the current (last committed) token, depth 0
-    slots 1 .. g*L              the verification branch: draft i token t at slot 1 + i*L + t,
-                                depth t + 1, parent = draft i token t-1 (token 0: the root)
-    then levels*width slots     the lookahead branch, level-major: level l column j at
-                                depth 1 + j + l, parent = (l-1, j) for l > 0, (0, j-1) for l = 0
-                                and j > 0, the root for (0, 0)
+    slot 0                  the root: the current (last committed) token, depth 0
+    slots 1 .. n            the verification branch: the drafts merged into a token tree (a trie:
+                            drafts sharing a prefix share its slots), node k at slot 1 + k with
+                            parent = its prefix's node (the root for a first token), depth = its
+                            index in the draft + 1
+    then levels*width slots the lookahead branch, level-major: level l column j at depth
+                            1 + j + l, parent = (l-1, j) for l > 0, (0, j-1) for l = 0 and
+                            j > 0, the root for (0, 0)
 
 A token sees the whole cached prefix, itself and its ancestors (the ancestor, or tree, mask), and
 its position id is ``past_length + depth``. So a draft reads as a continuation of the root, level
@@ -25,11 +27,48 @@ import torch
 
 
 @dataclass(frozen=True)
+class DraftTree:
+    """Drafts merged by shared prefixes.
+
+    Example: drafts (5, 6, 7), (5, 6, 9), (8, 1, 2) -> nodes 5 6 7 9 8 1 2 with parents
+    -1 0 1 1 -1 4 5; ``draft_nodes`` = [[0, 1, 2], [0, 1, 3], [4, 5, 6]].
+    """
+
+    tokens: tuple[int, ...]  # [n] token of each node
+    parents: tuple[int, ...]  # [n] parent node, -1 for the root
+    draft_nodes: torch.Tensor  # [g, L] node of draft i's token t
+
+    @property
+    def size(self) -> int:
+        return len(self.tokens)
+
+
+def build_draft_tree(drafts: list[tuple[int, ...]]) -> DraftTree:
+    """Merge equal-length drafts into a trie; parents always precede their children."""
+    index: dict[tuple[int, ...], int] = {}
+    tokens: list[int] = []
+    parents: list[int] = []
+    rows = []
+    for draft in drafts:
+        row = []
+        for t in range(len(draft)):
+            prefix = draft[: t + 1]
+            node = index.get(prefix)
+            if node is None:
+                node = index[prefix] = len(tokens)
+                tokens.append(draft[t])
+                parents.append(row[-1] if row else -1)
+            row.append(node)
+        rows.append(row)
+    length = len(drafts[0]) if drafts else 0
+    return DraftTree(tuple(tokens), tuple(parents), torch.tensor(rows, dtype=torch.long).reshape(len(drafts), length))
+
+
+@dataclass(frozen=True)
 class StepLayout:
     width: int  # window columns fed (W for this step)
     levels: int  # window levels fed (<= N-1; fewer while the window fills)
-    drafts: int  # g, drafts fed
-    draft_len: int  # L, tokens per draft
+    draft_nodes: int  # n, token-tree nodes of the verification branch
     parents: tuple[int, ...]  # [q] parent slot of each slot, -1 for the root
     depths: torch.Tensor  # [q] depth below the root (position = past_length + depth)
     tree_mask: torch.Tensor  # [q, q] bool, True where slot i may attend to slot j
@@ -39,15 +78,11 @@ class StepLayout:
         return len(self.parents)
 
     @property
-    def draft_start(self) -> int:
-        return 1
-
-    @property
     def window_start(self) -> int:
-        return 1 + self.drafts * self.draft_len
+        return 1 + self.draft_nodes
 
-    def draft_slot(self, draft: int, token: int) -> int:
-        return 1 + draft * self.draft_len + token
+    def node_slot(self, node: int) -> int:
+        return 1 + node
 
     def window_slot(self, level: int, column: int) -> int:
         return self.window_start + level * self.width + column
@@ -58,13 +93,10 @@ class StepLayout:
         return range(start, start + self.width) if self.levels else range(0)
 
 
-def layout_parents(width: int, levels: int, drafts: int, draft_len: int) -> list[int]:
+def layout_parents(width: int, levels: int, node_parents: tuple[int, ...]) -> list[int]:
     """Parent slot of every slot (-1 for the root), in the order described in the module doc."""
-    parents = [-1]
-    for i in range(drafts):
-        for t in range(draft_len):
-            parents.append(0 if t == 0 else 1 + i * draft_len + t - 1)
-    window_start = 1 + drafts * draft_len
+    parents = [-1] + [1 + p if p >= 0 else 0 for p in node_parents]
+    window_start = len(parents)
     for level in range(levels):
         for column in range(width):
             if level > 0:
@@ -96,24 +128,27 @@ def depths_from_parents(parents: list[int]) -> torch.Tensor:  # [q] int64
     return torch.tensor(depths, dtype=torch.long)
 
 
-@lru_cache(maxsize=256)
-def step_layout(width: int, levels: int, drafts: int, draft_len: int) -> StepLayout:
-    """The layout of a step with this shape; built once per shape and cached."""
-    if min(width, levels, drafts, draft_len) < 0:
+@lru_cache(maxsize=1024)
+def step_layout(width: int, levels: int, node_parents: tuple[int, ...] = ()) -> StepLayout:
+    """The layout of a step with this shape; built once per shape and cached.
+
+    ``node_parents``: the draft tree's parent of each node (-1: the root), see ``DraftTree``.
+    """
+    if width < 0 or levels < 0:
         raise ValueError("layout sizes must be >= 0")
-    if levels == 0:
-        width = 0
-    if width == 0:
-        levels = 0
-    if drafts == 0 or draft_len == 0:
-        drafts, draft_len = 0, 0
-    parents = layout_parents(width, levels, drafts, draft_len)
+    if levels == 0 or width == 0:
+        width, levels = 0, 0
+    parents = layout_parents(width, levels, node_parents)
     return StepLayout(
         width=width,
         levels=levels,
-        drafts=drafts,
-        draft_len=draft_len,
+        draft_nodes=len(node_parents),
         parents=tuple(parents),
         depths=depths_from_parents(parents),
         tree_mask=ancestor_mask(parents),
     )
+
+
+def chain_parents(drafts: int, draft_len: int) -> tuple[int, ...]:
+    """Node parents of ``drafts`` unmerged drafts of ``draft_len`` tokens (no shared prefixes)."""
+    return tuple(-1 if t == 0 else i * draft_len + t - 1 for i in range(drafts) for t in range(draft_len))

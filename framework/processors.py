@@ -85,15 +85,14 @@ def build_processors(
 def score_rows(
     processors: LogitsProcessorList,
     context: torch.Tensor,  # [T] committed tokens, the root last
-    paths: torch.Tensor,  # [R, D] tokens after the root on each row's path (D may be 0)
-    depths: list[int],  # [R] how many of ``paths[r]`` belong to row r's context
+    paths: list[list[int]],  # [R] tokens after the root in row r's context
     logits: torch.Tensor,  # [R, V]
 ) -> torch.Tensor:  # [R, V]
     """Apply ``processors`` to each row with its own context; the identity when there are none."""
     if len(processors) == 0:
         return logits
     rows = []
-    for r, depth in enumerate(depths):
-        ids = torch.cat([context, paths[r, :depth]])[None]  # [1, T + depth]
+    for r, path in enumerate(paths):
+        ids = torch.cat([context, torch.tensor(path, dtype=torch.long, device=context.device)])[None]  # [1, T + d]
         rows.append(processors(ids, logits[r : r + 1].clone())[0])
     return torch.stack(rows)

@@ -2,12 +2,12 @@ import pytest
 import torch
 
 from framework.attention import sliding_window_limit, tree_attention_mask
-from framework.layout import ancestor_mask, step_layout
+from framework.layout import ancestor_mask, build_draft_tree, chain_parents, step_layout
 
 
 def test_hand_written_layout_w3_n3_g2():
     """docs/design.md's worked example: W=3, N=3 (2 levels), G=2 drafts of 2 tokens."""
-    layout = step_layout(3, 2, 2, 2)
+    layout = step_layout(3, 2, chain_parents(2, 2))
     #             root d0t0 d0t1 d1t0 d1t1 (0,0) (0,1) (0,2) (1,0) (1,1) (1,2)
     assert layout.parents == (-1, 0, 1, 0, 3, 0, 5, 6, 5, 6, 7)
     assert layout.depths.tolist() == [0, 1, 2, 1, 2, 1, 2, 3, 2, 3, 4]
@@ -22,37 +22,37 @@ def test_hand_written_layout_w3_n3_g2():
     assert torch.equal(layout.tree_mask, expected)
     assert layout.window_start == 5
     assert list(layout.last_level_slots()) == [8, 9, 10]
-    assert layout.draft_slot(1, 1) == 4
+    assert layout.node_slot(3) == 4
     assert layout.window_slot(1, 2) == 10
 
 
 def test_branches_never_see_each_other():
-    layout = step_layout(4, 3, 3, 3)
+    layout = step_layout(4, 3, chain_parents(3, 3))
     drafts = slice(1, layout.window_start)
     window = slice(layout.window_start, layout.size)
     assert not layout.tree_mask[drafts, window].any()
     assert not layout.tree_mask[window, drafts].any()
     # different drafts don't see each other either
-    assert not layout.tree_mask[layout.draft_slot(0, 2), layout.draft_slot(1, 0)]
+    assert not layout.tree_mask[layout.node_slot(2), layout.node_slot(3)]
 
 
 def test_empty_branches_collapse_to_the_root():
-    assert step_layout(0, 0, 0, 0).size == 1
-    assert step_layout(5, 0, 0, 3).size == 1  # no levels: no window; no drafts
-    assert step_layout(0, 3, 2, 0).size == 1
+    assert step_layout(0, 0).size == 1
+    assert step_layout(5, 0).size == 1  # no levels: no window; no drafts
+    assert step_layout(0, 3).size == 1
 
 
 def test_mask_rows_are_a_causal_chain_of_positions():
     """Along any ancestor path positions increase by one: every visible tree token of row i has a
     distinct depth below row i's, so the path reads as a contiguous causal sequence."""
-    layout = step_layout(5, 4, 3, 4)
+    layout = step_layout(5, 4, build_draft_tree([(1, 2, 3, 4), (1, 2, 5, 6), (7, 8, 9, 9)]).parents)
     for row in range(layout.size):
         seen = layout.depths[layout.tree_mask[row]].tolist()
         assert sorted(seen) == list(range(int(layout.depths[row]) + 1))
 
 
 def test_prefix_and_sliding_window_masks():
-    layout = step_layout(2, 2, 1, 2)
+    layout = step_layout(2, 2, chain_parents(1, 2))
     allowed = tree_attention_mask(layout, past_length=5)
     assert allowed.shape == (layout.size, 5 + layout.size)
     assert allowed[:, :5].all()
@@ -65,3 +65,19 @@ def test_prefix_and_sliding_window_masks():
 def test_ancestor_mask_rejects_forward_parents():
     with pytest.raises(ValueError, match="parents must come first"):
         ancestor_mask([-1, 2, 0])
+
+
+def test_draft_tree_shares_prefixes():
+    tree = build_draft_tree([(5, 6, 7), (5, 6, 9), (8, 1, 2)])
+    assert tree.tokens == (5, 6, 7, 9, 8, 1, 2)
+    assert tree.parents == (-1, 0, 1, 1, -1, 4, 5)
+    assert tree.draft_nodes.tolist() == [[0, 1, 2], [0, 1, 3], [4, 5, 6]]
+    layout = step_layout(0, 0, tree.parents)
+    # node 3 (token 9) sees the root, 5, 6 and itself, not its sibling 7
+    assert layout.tree_mask[layout.node_slot(3)].nonzero().flatten().tolist() == [0, 1, 2, 4]
+    assert layout.depths.tolist() == [0, 1, 2, 3, 3, 1, 2, 3]
+
+
+def test_empty_draft_tree():
+    tree = build_draft_tree([])
+    assert tree.size == 0 and tree.draft_nodes.shape == (0, 0)
