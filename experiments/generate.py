@@ -50,7 +50,9 @@ CONFIG_FLAGS = {
 }
 # strategy Params field -> flag (fields without a flag fall back to the role's flag)
 PARAM_FLAGS = {("pool", "capacity"): "--pool-capacity", ("pool", "seed_from_prompt"): "--no-seed-from-prompt"}
-SAMPLING_FLAGS = {"temperature": "--temperature", "top_p": "--top-p", "top_k": "--top-k", "seed": "--seed"}
+SAMPLING_FLAGS = {
+    "temperature": "--temperature", "top_p": "--top-p", "top_k": "--top-k", "min_p": "--min-p", "seed": "--seed",
+}
 
 
 class FlagError(ValueError):
@@ -109,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--temperature", type=float, default=None)
     sampling.add_argument("--top-p", type=float, default=None)
     sampling.add_argument("--top-k", type=int, default=None)
+    sampling.add_argument("--min-p", type=float, default=None)
     sampling.add_argument("--seed", type=int, default=None, help="seed of the sampling generator (default 0)")
     return parser
 
@@ -180,7 +183,7 @@ def _explain(error: ValidationError, flags: dict[str, str], fallback: str = "", 
 
 
 def sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """``do_sample``/``temperature``/``top_p``/``top_k``/``generator`` for generate(); {} if greedy."""
+    """``do_sample``/``temperature``/``top_p``/``top_k``/``min_p``/``generator`` for generate(); {} if greedy."""
     if not args.sample:
         given = [flag for name, flag in SAMPLING_FLAGS.items() if getattr(args, name) is not None]
         if given:
@@ -188,7 +191,7 @@ def sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         return {}
     seed = 0 if args.seed is None else args.seed
     kwargs = {"do_sample": True, "generator": torch.Generator().manual_seed(seed)}
-    for name in ("temperature", "top_p", "top_k"):
+    for name in ("temperature", "top_p", "top_k", "min_p"):
         if getattr(args, name) is not None:
             kwargs[name] = getattr(args, name)
     return kwargs
