@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from transformers import LogitsProcessorList
 
 from framework.attention import MaskBuilder
 from framework.config import LookaheadConfig
@@ -60,7 +59,8 @@ class Run:
     eos: frozenset[int]
     cache: object
     window: Window
-    processors: object  # generation-config processors, then the sampling warpers
+    processors: object  # generation-config processors: applied row by row, in each row's context
+    warpers: object  # sampling warpers: context-free, applied to all rows at once
     verifier: object
     streamer: object = None
     generator: torch.Generator | None = None
@@ -188,6 +188,8 @@ class LookaheadEngine:
         rows = torch.cat([logits.root[None], logits.nodes])  # [1 + n, V]
         if len(run.processors):
             rows = score_rows(run.processors, run.context().to(rows.device), self._node_paths(tree), rows)
+        if len(run.warpers):  # temperature, top-k/p, min-p look at one row at a time
+            rows = run.warpers(torch.zeros(rows.shape[0], 1, dtype=torch.long, device=rows.device), rows)
         if run.verifier.samples:  # its generator draws on the CPU
             rows = rows.cpu()
         g, length = drafts.shape
@@ -286,9 +288,8 @@ class LookaheadEngine:
             eos=frozenset(eos),
             cache=new_cache(),
             window=Window(config.ngram, window_generator),
-            processors=LogitsProcessorList(
-                [*build_processors(self.model.generation_config, prompt.numel(), eos), *sampling.warpers()]
-            ),
+            processors=build_processors(self.model.generation_config, prompt.numel(), eos),
+            warpers=sampling.warpers(),
             verifier=self._verifier_for(sampling),
             streamer=streamer,
             generator=self._generator_for(sampling, generator),

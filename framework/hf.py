@@ -43,7 +43,11 @@ def lookahead_generate(
     config = _merge_config(lookahead_config, window, ngram, guess_set, pool, scheduler, verifier)
     attention_mask = model_kwargs.get("attention_mask")
     if attention_mask is not None and not bool(attention_mask.all()):
-        raise ValueError("attention_mask has padding: the lookahead engine takes one unpadded prompt")
+        raise ValueError(
+            "attention_mask has padding: the lookahead engine takes one unpadded prompt. If the prompt "
+            "merely contains the pad token id (SmolLM2's pad is its EOS), pass "
+            "attention_mask=torch.ones_like(input_ids)"
+        )
     for field in ("stop_strings", "max_time"):
         if getattr(generation_config, field, None) is not None:
             raise NotImplementedError(f"generation_config.{field} is not supported by lookahead_generate")

@@ -1,6 +1,7 @@
 import os
 
 import pytest
+import torch
 from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -16,6 +17,9 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# tiny models run faster on one thread, and results don't depend on the thread count we test at
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
