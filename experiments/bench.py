@@ -37,7 +37,7 @@ import torch
 from pydantic import ValidationError
 
 from experiments import datasets
-from experiments.generate import FlagError, build_config
+from experiments.generate import FlagError, add_lookahead_arguments, build_config
 from experiments.harness import (
     BASELINE, OVERALL, GreedyMethod, LookaheadMethod, Method, PromptInput, PromptLookupMethod, Record,
     Summary, run_prompt, summarize, warm_up,
@@ -79,18 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     methods.add_argument("--pld-tokens", type=_positive, default=10, help="prompt lookup: draft tokens per step")
     methods.add_argument("--pld-ngram", type=_positive, default=2, help="prompt lookup: longest n-gram matched")
 
-    lookahead = parser.add_argument_group("lookahead flags (unset: LookaheadConfig defaults)")
-    lookahead.add_argument("--window", type=int, default=None, help="[W] window width; 0 disables lookahead")
-    lookahead.add_argument("--ngram", type=int, default=None, help="[N] n-gram size")
-    lookahead.add_argument("--guess-set", type=int, default=None, help="[G] drafts verified per step")
-    lookahead.add_argument("--scheduler", default=None, help="window scheduler name (e.g. static)")
-    lookahead.add_argument("--pool", default=None, help="n-gram pool name (e.g. lru, lfu, fifo, unbounded)")
-    lookahead.add_argument("--pool-capacity", type=int, default=None, help="n-grams kept per key")
-    lookahead.add_argument("--no-seed-from-prompt", action="store_true", help="don't seed the pool from the prompt")
-    lookahead.add_argument("--verifier", default=None, help="verifier name (e.g. greedy)")
-    lookahead.add_argument("--realign", default=None, help="keep or shift the window after accepting drafts")
-    lookahead.add_argument("--no-harvest-output", action="store_true", help="don't pool the output's n-grams")
-    lookahead.add_argument("--window-seed", type=int, default=None, help="seed of the window's initial tokens")
+    add_lookahead_arguments(parser.add_argument_group("lookahead flags (unset: LookaheadConfig defaults)"))
 
     run = parser.add_argument_group("measuring and output")
     run.add_argument("--warmup", type=int, default=1, help="unrecorded runs of every method before timing")

@@ -93,18 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--threads", type=_int_at_least(1), default=None, help="torch CPU threads")
 
-    lookahead = parser.add_argument_group("lookahead (unset: LookaheadConfig defaults)")
-    lookahead.add_argument("--window", type=int, default=None, help="[W] window width; 0 disables lookahead")
-    lookahead.add_argument("--ngram", type=int, default=None, help="[N] n-gram size")
-    lookahead.add_argument("--guess-set", type=int, default=None, help="[G] drafts verified per step")
-    lookahead.add_argument("--scheduler", default=None, help="window scheduler name (e.g. static)")
-    lookahead.add_argument("--pool", default=None, help="n-gram pool name (e.g. lru, lfu, fifo, unbounded)")
-    lookahead.add_argument("--pool-capacity", type=int, default=None, help="n-grams kept per key")
-    lookahead.add_argument("--no-seed-from-prompt", action="store_true", help="don't seed the pool from the prompt")
-    lookahead.add_argument("--verifier", default=None, help="verifier name (e.g. greedy)")
-    lookahead.add_argument("--realign", default=None, help="keep or shift the window after accepting drafts")
-    lookahead.add_argument("--no-harvest-output", action="store_true", help="don't pool the output's n-grams")
-    lookahead.add_argument("--window-seed", type=int, default=None, help="seed of the window's initial tokens")
+    add_lookahead_arguments(parser.add_argument_group("lookahead (unset: LookaheadConfig defaults)"))
 
     sampling = parser.add_argument_group("sampling (default: the model's generation_config, greedy here)")
     sampling.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
@@ -114,6 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--min-p", type=float, default=None)
     sampling.add_argument("--seed", type=int, default=None, help="seed of the sampling generator (default 0)")
     return parser
+
+
+def add_lookahead_arguments(group) -> None:
+    """The LookaheadConfig flags, shared by generate and bench (unset flags keep the defaults)."""
+    group.add_argument("--window", type=int, default=None, help="[W] window width; 0 disables lookahead")
+    group.add_argument("--ngram", type=int, default=None, help="[N] n-gram size")
+    group.add_argument("--guess-set", type=int, default=None, help="[G] drafts verified per step")
+    group.add_argument("--scheduler", default=None, help="window scheduler name (e.g. static)")
+    group.add_argument("--pool", default=None, help="n-gram pool name (e.g. lru, lfu, fifo, unbounded)")
+    group.add_argument("--pool-capacity", type=int, default=None, help="n-grams kept per key")
+    group.add_argument("--no-seed-from-prompt", action="store_true", help="don't seed the pool from the prompt")
+    group.add_argument("--verifier", default=None, help="verifier name (e.g. greedy)")
+    group.add_argument("--realign", default=None, help="keep or shift the window after accepting drafts")
+    group.add_argument("--no-harvest-output", action="store_true", help="don't pool the output's n-grams")
+    group.add_argument("--window-seed", type=int, default=None, help="seed of the window's initial tokens")
 
 
 def _int_at_least(low: int):
