@@ -56,6 +56,11 @@ class LookaheadConfig(BaseModel):
         "generated text), tagged source 'output'",
     )
     window_seed: int = Field(0, description="seed of the generator that draws the window's initial tokens")
+    lazy_logits: bool = Field(
+        True,
+        description="project hidden states to the vocabulary only for the rows a tree-walking verifier "
+        "reads (greedy: at most N per step); False projects every draft row (same output)",
+    )
 
     @model_validator(mode="before")
     @classmethod

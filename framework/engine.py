@@ -23,6 +23,7 @@ import torch
 
 from framework.attention import MaskBuilder
 from framework.config import LookaheadConfig
+from framework.head import StepOutputs, split_head
 from framework.kv import accepts_logits_to_keep, cache_argument, cache_length, keep_slots, new_cache
 from framework.layout import DraftTree, StepLayout, build_draft_tree, step_layout
 from framework.ngrams import sequence_ngrams
@@ -40,13 +41,6 @@ def position_limit(model_config) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
-
-
-@dataclass
-class StepLogits:
-    root: torch.Tensor  # [V]     after the root
-    nodes: torch.Tensor  # [n, V]  after each node of the draft tree
-    top: torch.Tensor  # [W, V]  after each token of the window's top level
 
 
 @dataclass
@@ -105,6 +99,7 @@ class LookaheadEngine:
         self.masks = MaskBuilder(model)
         self.cache_arg = cache_argument(model)
         self.keeps_logits = accepts_logits_to_keep(model)
+        self.split = split_head(model)  # (body, head) when logits can be projected on demand
         self.max_positions = position_limit(model.config)
         self.scheduler = lookup("scheduler", config.scheduler.name)(config.scheduler, window=config.window)
         self.pool = lookup("pool", config.pool.name)(config.pool, ngram=config.ngram, guess_set=config.guess_set)
@@ -139,9 +134,9 @@ class LookaheadEngine:
     # ------------------------------------------------------------------ the step
     def _step(self, run: Run) -> None:
         layout, drafts, tree, sources = self._plan(run)
-        logits = self._forward(run, layout, tree)
-        verdict = self._verify(run, drafts, tree, logits)
-        self._update_window(run, logits)
+        outputs = self._forward(run, layout, tree)
+        verdict = self._verify(run, drafts, tree, outputs)
+        self._update_window(run, layout, outputs)
         self._commit(run, layout, verdict, drafts, tree, sources)
 
     def _plan(self, run: Run) -> tuple[StepLayout, torch.Tensor, DraftTree, list[str]]:
@@ -161,37 +156,47 @@ class LookaheadEngine:
         draft_tensor = torch.tensor(drafts, dtype=torch.long).reshape(len(drafts), draft_len if drafts else 0)
         return layout, draft_tensor, tree, sources
 
-    def _forward(self, run: Run, layout: StepLayout, tree: DraftTree) -> StepLogits:
-        """One pass over root + draft tree + window; logits only for the rows that are read."""
+    def _forward(self, run: Run, layout: StepLayout, tree: DraftTree) -> StepOutputs:
+        """One pass over root + draft tree + window. Rows are projected to the vocabulary only
+        where read: on demand when the head splits off, else the kept rows (``logits_to_keep``)."""
         device = self.model.device
         ids = torch.cat([torch.tensor([run.root, *tree.tokens]), run.window.tokens()])  # [q]
-        positions = run.past_length + layout.depths  # [q]
-        verify_rows = layout.window_start  # root + tree nodes
+        inputs = {
+            "input_ids": ids[None].to(device),
+            "position_ids": (run.past_length + layout.depths)[None].to(device),  # [1, q]
+            "attention_mask": self.masks(layout, run.past_length),
+            self.cache_arg: run.cache,
+            "use_cache": True,
+        }
+        if self._lazy(run):
+            body, head = self.split
+            return StepOutputs(body(**inputs).last_hidden_state[0], None, head)  # [q, H]
         top = layout.last_level_slots()
-        keep = torch.cat([torch.arange(verify_rows), torch.arange(top.start, top.stop)])  # [R]
-        kwargs = {self.cache_arg: run.cache, "use_cache": True}
+        keep = list(range(layout.window_start)) + list(top)  # root, tree nodes, top level
         if self.keeps_logits:
-            kwargs["logits_to_keep"] = keep.to(device)
-        out = self.model(
-            input_ids=ids[None].to(device),
-            position_ids=positions[None].to(device),
-            attention_mask=self.masks(layout, run.past_length),
-            **kwargs,
-        )
-        logits = out.logits[0].float()  # [R or q, V], on the model's device
-        if not self.keeps_logits:
-            logits = logits.index_select(0, keep.to(logits.device))
-        return StepLogits(root=logits[0], nodes=logits[1:verify_rows], top=logits[verify_rows:])
+            inputs["logits_to_keep"] = torch.tensor(keep, device=device)
+            return StepOutputs(self.model(**inputs).logits[0], {slot: i for i, slot in enumerate(keep)})
+        return StepOutputs(self.model(**inputs).logits[0], None)
 
-    def _verify(self, run: Run, drafts: torch.Tensor, tree: DraftTree, logits: StepLogits) -> Verdict:
+    def _lazy(self, run: Run) -> bool:
+        return self.split is not None and self.config.lazy_logits and run.verifier.walks_tree
+
+    def _verify(self, run: Run, drafts: torch.Tensor, tree: DraftTree, outputs: StepOutputs) -> Verdict:
         """Scores after the generation config's processors (each row in its context), then the verifier."""
-        rows = torch.cat([logits.root[None], logits.nodes])  # [1 + n, V]
-        if len(run.processors):
-            rows = score_rows(run.processors, run.context().to(rows.device), self._node_paths(tree), rows)
-        if len(run.warpers):  # temperature, top-k/p, min-p look at one row at a time
-            rows = run.warpers(torch.zeros(rows.shape[0], 1, dtype=torch.long, device=rows.device), rows)
-        if run.verifier.samples:  # its generator draws on the CPU
-            rows = rows.cpu()
+        paths = self._node_paths(tree)
+
+        def scores(nodes: list[int]) -> torch.Tensor:  # [k, V] for tree nodes (-1: the root)
+            rows = outputs.logits([1 + n for n in nodes])
+            if len(run.processors):
+                context = run.context().to(rows.device)
+                rows = score_rows(run.processors, context, [paths[1 + n] for n in nodes], rows)
+            if len(run.warpers):  # temperature, top-k/p, min-p look at one row at a time
+                rows = run.warpers(torch.zeros(rows.shape[0], 1, dtype=torch.long, device=rows.device), rows)
+            return rows.cpu() if run.verifier.samples else rows  # a sampler's generator draws on the CPU
+
+        if self._lazy(run):
+            return run.verifier.verify_tree(scores([-1])[0], tree, scores, run.generator)
+        rows = scores(list(range(-1, tree.size)))  # [1 + n, V]
         g, length = drafts.shape
         draft_scores = rows[1:][tree.draft_nodes.to(rows.device)].reshape(g, length, rows.shape[-1])  # [g, L, V]
         return run.verifier.verify(rows[0], drafts.to(rows.device), draft_scores, run.generator)
@@ -204,11 +209,11 @@ class LookaheadEngine:
             paths.append(paths[parent + 1] + [token])
         return paths
 
-    def _update_window(self, run: Run, logits: StepLogits) -> None:
+    def _update_window(self, run: Run, layout: StepLayout, outputs: StepOutputs) -> None:
         """Jacobi update: the top level's argmaxes become a new level; full columns become n-grams."""
         if run.window.width == 0:
             return
-        harvest = run.window.advance(logits.top.argmax(dim=-1).cpu())
+        harvest = run.window.advance(outputs.logits(layout.last_level_slots()).argmax(dim=-1).cpu())
         if harvest is not None:
             keys, drafts = harvest
             self.pool.add_many(keys.tolist(), [tuple(d) for d in drafts.tolist()], "lookahead")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, Callable, ClassVar, Literal, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -227,6 +227,7 @@ class Verifier(ABC):
     name: ClassVar[str]
     preserves_distribution: ClassVar[bool] = False
     samples: ClassVar[bool] = False  # True: expects softmax-able warped scores and a generator
+    walks_tree: ClassVar[bool] = False  # True: implements verify_tree (reads rows on demand)
 
     class Params(StrategyParams):
         name: str
@@ -243,3 +244,14 @@ class Verifier(ABC):
         generator: torch.Generator | None = None,
     ) -> Verdict:
         """Choose the committed tokens of this step."""
+
+    def verify_tree(
+        self,
+        root_scores: torch.Tensor,  # [V]
+        tree: Any,  # framework.layout.DraftTree: tokens, parents, draft_nodes [g, L]
+        node_scores: Callable[[list[int]], torch.Tensor],  # nodes -> [k, V] scores, computed on demand
+        generator: torch.Generator | None = None,
+    ) -> Verdict:
+        """Like ``verify`` but reading node rows only when needed (``walks_tree = True``);
+        ``Verdict.row`` is any draft whose first ``accepted`` nodes are the accepted path."""
+        raise NotImplementedError(f"{type(self).__name__} does not walk the draft tree")

@@ -29,6 +29,7 @@ def greedy_accept_lengths(
 @register("verifier", "greedy")
 class GreedyVerifier(Verifier):
     preserves_distribution = False
+    walks_tree = True
 
     class Params(StrategyParams):
         name: Literal["greedy"] = "greedy"
@@ -45,3 +46,19 @@ class GreedyVerifier(Verifier):
             return Verdict(tokens=(int(root_choice),), row=None, accepted=0)
         tokens = draft_tokens[row, :accepted].tolist() + [int(draft_choices[row, accepted - 1])]
         return Verdict(tokens=tuple(tokens), row=row, accepted=accepted)
+
+    def verify_tree(self, root_scores, tree, node_scores, generator=None) -> Verdict:
+        """Walk down the draft tree along the argmax: reads at most L node rows, one per level."""
+        children: dict[int, dict[int, int]] = {}
+        for node, (token, parent) in enumerate(zip(tree.tokens, tree.parents)):
+            children.setdefault(parent, {}).setdefault(token, node)
+        choice, node, path = int(root_scores.argmax()), -1, []
+        while (child := children.get(node, {}).get(choice)) is not None:
+            path.append(child)
+            node = child
+            choice = int(node_scores([node])[0].argmax())
+        if not path:
+            return Verdict(tokens=(choice,), row=None, accepted=0)
+        accepted = len(path)
+        row = int((tree.draft_nodes[:, accepted - 1] == path[-1]).nonzero()[0])
+        return Verdict(tokens=tuple(tree.tokens[n] for n in path) + (choice,), row=row, accepted=accepted)

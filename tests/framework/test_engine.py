@@ -283,3 +283,37 @@ def test_custom_generate_takes_a_pool_block():
         do_sample=False, max_new_tokens=20,
     )
     assert torch.equal(ours, greedy_reference(model, LOOPING, 20))
+
+
+# ------------------------------------------------------------------ logits on demand
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma3"])
+def test_lazy_logits_give_the_same_steps_and_project_fewer_rows(arch):
+    model = tiny_model(arch)
+    head = model.get_output_embeddings()
+    projected = []
+    hook = head.register_forward_hook(lambda module, args, out: projected.append(args[0].shape[-2]))
+    try:
+        results = {}
+        for lazy in (True, False):
+            projected.clear()
+            config = LookaheadConfig(window=4, ngram=4, guess_set=4, lazy_logits=lazy)
+            results[lazy] = (run(config, model=model, max_new_tokens=40), sum(projected))
+    finally:
+        hook.remove()
+    (lazy_out, lazy_rows), (eager_out, eager_rows) = results[True], results[False]
+    assert torch.equal(lazy_out.sequences, eager_out.sequences)
+    assert lazy_out.stats.accepted_per_step == eager_out.stats.accepted_per_step
+    assert lazy_out.stats.sources == eager_out.stats.sources
+    assert lazy_rows < eager_rows
+
+
+def test_models_with_scaled_logits_do_not_split_the_head():
+    from framework.head import split_head
+
+    model = tiny_model("gemma3")
+    assert split_head(model) is not None
+    model.config.final_logit_softcapping = 30.0
+    try:
+        assert split_head(model) is None
+    finally:
+        model.config.final_logit_softcapping = None

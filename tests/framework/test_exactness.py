@@ -45,6 +45,7 @@ def configs(draw) -> LookaheadConfig:
         harvest_output=draw(st.booleans()),
         realign=draw(st.sampled_from(["keep", "shift"])),
         window_seed=draw(st.integers(0, 3)),
+        lazy_logits=draw(st.booleans()),
     )
 
 

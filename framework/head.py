@@ -1,0 +1,48 @@
+"""Logits on demand: run the model's body once, project rows to the vocabulary only when read.
+
+A 135M model's vocabulary projection (49k x 576) costs about a fifth of a multi-token step on a
+CPU. Greedy verification reads at most L+1 draft rows (it walks down the draft tree along the
+model's own choices), so projecting every node is wasted work. This is only done for
+architectures whose logits are exactly ``lm_head(last_hidden_state)``; any other model gets the
+full forward with ``logits_to_keep``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# model types whose CausalLM forward is `logits = lm_head(hidden_states)` (checked per release)
+PLAIN_HEAD_MODEL_TYPES = frozenset(
+    {"llama", "mistral", "qwen2", "qwen3", "phi3", "gpt_neox", "gpt2", "gemma3_text", "smollm3", "olmo2"}
+)
+SCALING_FIELDS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+def split_head(model):
+    """``(body, head)`` if logits are exactly ``head(body(...).last_hidden_state)``, else None."""
+    config = model.config
+    if config.model_type not in PLAIN_HEAD_MODEL_TYPES:
+        return None
+    if any(getattr(config, field, None) is not None for field in SCALING_FIELDS):
+        return None
+    body = getattr(model, "base_model", None)
+    head = model.get_output_embeddings()
+    if body is None or body is model or head is None:
+        return None
+    return body, head
+
+
+class StepOutputs:
+    """Per-slot logits of one step, from kept logits rows or from hidden states on demand."""
+
+    def __init__(self, rows: torch.Tensor, slot_rows: dict[int, int] | None, head=None) -> None:
+        self.rows = rows  # [R, V] kept logits, or [q, H] hidden states when head is set
+        self.slot_rows = slot_rows  # slot -> row of `rows` (None: row = slot)
+        self.head = head
+
+    def logits(self, slots: list[int] | range) -> torch.Tensor:  # [k, V] float32
+        index = list(slots) if self.slot_rows is None else [self.slot_rows[s] for s in slots]
+        picked = self.rows[torch.tensor(index, dtype=torch.long, device=self.rows.device)]
+        if self.head is not None:
+            picked = self.head(picked)
+        return picked.float()
