@@ -1,0 +1,567 @@
+"""Find the best lookahead settings for one model on one device: an Optuna search over W/N/G and
+the strategies, measured with the benchmark harness.
+
+    python -m experiments.sweep                                   # sweeps/default.yaml, default model
+    python -m experiments.sweep --space sweeps/gpu.yaml --model <folder> --wandb
+    python -m experiments.sweep --trials 12                       # the same study: 12 more trials
+    python -m experiments.sweep --objective speed,memory          # a Pareto front (another study)
+
+Glossary:
+    space       a sweep file (sweeps/*.yaml, experiments/sweep_space.py): prompts, token budget,
+                objective and the search space over ``LookaheadConfig``.
+    study       one Optuna study per (model, device, space): its name holds the model, the device
+                (CPU model and thread count, or GPU name) and the space's name and fingerprint.
+                Stored in SQLite (``sweeps/results/optuna.db``); a rerun continues it.
+    trial       one config decoding the sweep prompts (experiments/sweep_measure.py). A config the
+                study already measured is not measured again: the trial repeats the earlier values
+                (``duplicate_of``) and does not count toward ``--trials``.
+    session     one run of this command: its baseline (plain greedy, timed at the start and at the
+                end: the drift), its trials, its held-out check.
+
+A run: load the model; open the study (trials a killed run left RUNNING are marked failed via the
+storage heartbeat); time the baseline; run the trials (a seeded TPE sampler whose seed is the base
+seed plus the study's trial count; prompts shortest first with median pruning); time the baseline
+again; re-measure the best feasible config against plain greedy on held-out prompts, interleaved;
+write ``<results>/<study>/best.yaml``, ``summary.json`` and ``report.html`` (+ PNGs); print the
+config, the flags and an optuna-dashboard hint. Exit status: 0 done, 1 no feasible trial or the
+model failed, 2 a bad flag or sweep file (the message names the key), 130 interrupted (rerun to
+resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from pydantic import ValidationError
+
+from experiments.sweep_measure import (
+    Baseline, TrialRecords, drift, heldout_prompts, measure_config, measure_heldout, sweep_prompts, time_baseline,
+)
+from experiments.sweep_report import (
+    BEST_YAML, REPORT_HTML, SUMMARY_JSON, WandbLog, best_yaml, cli_flags, config_label, write_report,
+)
+from experiments.sweep_space import OBJECTIVES, SpaceError, Sweep, dump_config, load_sweep
+from framework.config import LookaheadConfig
+
+DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "sweeps" / "default.yaml"
+DEFAULT_STORAGE = "sqlite:///sweeps/results/optuna.db"
+HEARTBEAT_SECONDS, GRACE_SECONDS = 10, 60  # a trial silent for a minute belongs to a dead process
+
+
+class InvalidConfig(Exception):
+    """A drawn config the engine refuses (a cross-field rule); the trial fails, the sweep goes on."""
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__.split("\n")[0])
+    parser.add_argument("--space", default=str(DEFAULT_SPACE), help="sweep file (default sweeps/default.yaml)")
+    parser.add_argument("--model", default=None, help="folder, .gguf file or cached Hub name (default model if unset)")
+    parser.add_argument("--dtype", default=None, help="overrides the file's dtype (float32 keeps greedy exact)")
+    parser.add_argument("--attn", default="sdpa", help="attention implementation: sdpa or eager")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("--threads", type=_positive, default=None, help="torch CPU threads (overrides the file)")
+    parser.add_argument("--dataset", default=None, help="overrides the file's dataset")
+    parser.add_argument("--limit", type=_positive, default=None, help="prompts per category (overrides the file)")
+    parser.add_argument("--max-new-tokens", type=_positive, default=None, help="overrides the file")
+    parser.add_argument("--trials", type=int, default=None, help="trials to measure now (0: only report)")
+    parser.add_argument("--objective", default=None, help="speed (tokens/s), tokens_per_step, speedup, memory; "
+                        "comma-separated for several, e.g. speed,memory")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
+    parser.add_argument("--out", default=None, help="results folder (default: the SQLite file's folder)")
+    parser.add_argument("--no-heldout", action="store_true", help="skip the held-out re-measurement")
+    parser.add_argument("--no-report", action="store_true", help="skip the PNG/HTML report")
+    parser.add_argument("--wandb", action="store_true", help="log to Weights & Biases (WANDB_MODE=offline unless set)")
+    parser.add_argument("--wandb-project", default="lookahead-decoding-sweeps")
+    return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Sweep-file keys the flags replace (unset flags keep the file's values)."""
+    return {"dataset": args.dataset, "limit": args.limit, "max_new_tokens": args.max_new_tokens, "trials": args.trials,
+            "objective": args.objective, "threads": args.threads, "dtype": args.dtype}
+
+
+# --------------------------------------------------------------------------------------------
+# The study
+
+
+@dataclass
+class Target:
+    """What the study is about: the model and the device it runs on."""
+
+    model: str  # a short label: the default model's name, a folder's or file's name
+    device: str  # "AMD EPYC 7B13 (cpu, 1 thread)", "NVIDIA H200 (cuda)"
+
+    def study_name(self, sweep: Sweep) -> str:
+        return f"{self.model} | {self.device} | {sweep.spec.name}-{sweep.fingerprint()}"
+
+
+def describe_device(model) -> str:
+    from experiments.bench import _device_name
+
+    device = model.device
+    if device.type == "cpu":
+        threads = torch.get_num_threads()
+        return f"{_device_name(device)} (cpu, {threads} thread{'s' if threads > 1 else ''})"
+    return f"{_device_name(device)} ({device.type})"
+
+
+def model_label(name: str | None, dtype: str, model=None) -> str:
+    """The default model's name, a folder's or file's name, or (a model handed over without a
+    name, as in tests) its architecture; the dtype unless float32."""
+    from framework.models import DEFAULT_MODEL
+
+    if name:
+        label = Path(name).stem if Path(name).exists() or name.endswith(".gguf") else name
+    elif model is not None and not getattr(model, "name_or_path", ""):
+        label = f"unnamed-{model.config.model_type}"
+    else:
+        label = DEFAULT_MODEL
+    return label if dtype in ("float32", "fp32") else f"{label} {dtype}"
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+
+
+def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS, grace: int = GRACE_SECONDS):
+    """An RDB storage with a heartbeat, so a trial whose process died is later marked failed."""
+    import optuna
+
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=grace)
+
+
+def open_study(storage, name: str, sweep: Sweep):
+    """Create or load the study; fail stale RUNNING trials; give it a sampler seeded by the
+    trial count (a resumed study draws new trials, not its old ones again); enqueue the file's
+    configs in a new study. Returns ``(study, stale)``: how many stale trials were failed."""
+    import optuna
+
+    objectives = [OBJECTIVES[o] for o in sweep.spec.objectives()]
+    study = optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
+                                directions=[o.direction for o in objectives])
+    running = sum(t.state == optuna.trial.TrialState.RUNNING for t in study.get_trials(deepcopy=False))
+    optuna.storages.fail_stale_trials(study)
+    stale = running - sum(t.state == optuna.trial.TrialState.RUNNING for t in study.get_trials(deepcopy=False))
+    study.sampler = make_sampler(sweep, len(study.trials))
+    study.pruner = make_pruner(sweep)
+    if not study.trials:
+        for config in sweep.spec.enqueue:
+            study.enqueue_trial(sweep.space.params_of(config), skip_if_exists=True)
+        study.set_user_attr("space", sweep.space.describe())
+        study.set_user_attr("sweep", sweep.spec.model_dump(mode="json", exclude={"space"}))
+    return study, stale
+
+
+def make_sampler(sweep: Sweep, trials_so_far: int):
+    import optuna
+
+    sampler = sweep.spec.sampler
+    return optuna.samplers.TPESampler(seed=sampler.seed + trials_so_far, n_startup_trials=sampler.startup_trials,
+                                      multivariate=sampler.multivariate, group=sampler.multivariate)
+
+
+def make_pruner(sweep: Sweep):
+    import optuna
+
+    pruner = sweep.spec.pruner
+    if pruner.after_prompts is None or len(sweep.spec.objectives()) > 1:  # multi-objective: no pruning
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=pruner.startup_trials, n_warmup_steps=pruner.after_prompts - 1)
+
+
+def feasible(trial) -> bool:
+    return all(value <= 0 for value in trial.constraints.values())
+
+
+def best_trial(study, sweep: Sweep):
+    """The best feasible, complete trial (several objectives: the Pareto front's best on the
+    first objective); None if there is none."""
+    import optuna
+
+    objectives = [OBJECTIVES[o] for o in sweep.spec.objectives()]
+    done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if feasible(t) and "duplicate_of" not in t.user_attrs]
+    if len(objectives) > 1:
+        front = {t.number for t in study.best_trials}
+        done = [t for t in done if t.number in front] or done
+    if not done:
+        return None
+    sign = 1 if objectives[0].direction == "maximize" else -1
+    return max(done, key=lambda t: (sign * t.values[0], -t.number))
+
+
+# --------------------------------------------------------------------------------------------
+# Trials
+
+
+@dataclass
+class TrialObjective:
+    """The Optuna objective: draw a config, measure it (or repeat an earlier measurement of the
+    same config), set the feasibility constraint, return the objective values."""
+
+    model: Any
+    sweep: Sweep
+    prompts: list
+    baseline: Baseline
+    session: int
+    seen: dict[str, Any] = field(default_factory=dict)  # canonical config -> the trial that measured it
+
+    def __call__(self, trial) -> float | list[float]:
+        drawn = self.sweep.space.suggest(trial)
+        try:
+            config = LookaheadConfig.model_validate(drawn)
+        except ValidationError as error:
+            trial.set_user_attr("error", str(error))
+            raise InvalidConfig(f"the engine refuses {drawn}: {error}") from None
+        data = dump_config(config)
+        key = json.dumps(data, sort_keys=True)
+        trial.set_user_attr("config", data)
+        trial.set_user_attr("label", config_label(config))
+        trial.set_user_attr("session", self.session)
+        earlier = self.seen.get(key)
+        if earlier is not None:
+            return self._repeat(trial, earlier)
+        done = measure_config(self.model, config, self.prompts, self.baseline, self.sweep.spec,
+                              name=config_label(config),
+                              after_prompt=lambda index, so_far: self._after_prompt(trial, index, so_far))
+        self._store(trial, done)
+        trial.set_constraint("output_mismatch", float(len(done.mismatches)))
+        if done.mismatches:
+            trial.set_user_attr("infeasible", f"outputs differ from plain greedy on {sorted(done.mismatches)}")
+        return self._values(done.metrics(self.baseline))
+
+    def _values(self, metrics: dict[str, float]) -> float | list[float]:
+        values = [float(metrics[OBJECTIVES[o].metric]) for o in self.sweep.spec.objectives()]
+        return values[0] if len(values) == 1 else values
+
+    def _store(self, trial, done: TrialRecords) -> None:
+        trial.set_user_attr("metrics", done.metrics(self.baseline))
+        trial.set_user_attr("per_prompt", done.per_prompt(self.baseline))
+        if done.near_ties:
+            trial.set_user_attr("near_ties", done.near_ties)
+
+    def _after_prompt(self, trial, index: int, done: TrialRecords) -> None:
+        import optuna
+
+        if len(self.sweep.spec.objectives()) > 1 or self.sweep.spec.pruner.after_prompts is None:
+            return
+        trial.report(self._values(done.metrics(self.baseline)), index)
+        if index + 1 < len(self.prompts) and trial.should_prune():
+            self._store(trial, done)
+            trial.set_constraint("output_mismatch", 0.0)
+            raise optuna.TrialPruned(f"below the median after {index + 1} prompts")
+
+    def remember(self, trial) -> None:
+        """After a trial ends: later draws of its config repeat it instead of measuring again."""
+        measured = trial.state.name in ("COMPLETE", "PRUNED") and "duplicate_of" not in trial.user_attrs
+        if measured and "config" in trial.user_attrs:
+            self.seen[json.dumps(trial.user_attrs["config"], sort_keys=True)] = trial
+
+    def _repeat(self, trial, earlier) -> float | list[float]:
+        import optuna
+
+        trial.set_user_attr("duplicate_of", earlier.number)
+        for name in ("metrics", "per_prompt", "infeasible"):
+            if name in earlier.user_attrs:
+                trial.set_user_attr(name, earlier.user_attrs[name])
+        trial.set_constraint("output_mismatch", earlier.constraints.get("output_mismatch", 0.0))
+        if earlier.state == optuna.trial.TrialState.PRUNED:
+            raise optuna.TrialPruned(f"repeats pruned trial #{earlier.number}")
+        return earlier.values[0] if len(earlier.values) == 1 else list(earlier.values)
+
+
+def run_trials(study, objective: TrialObjective, count: int, on_trial: Callable[[Any], None]) -> int:
+    """Run trials until ``count`` of them measured a new config (repeats of a measured config
+    don't count), the space is exhausted, or ``3 * count + 10`` draws. Returns the count measured."""
+    for trial in study.get_trials(deepcopy=False):
+        objective.remember(trial)
+    size = objective.sweep.space.size()
+    measured = draws = 0
+    while measured < count and draws < 3 * count + 10 and (size is None or len(objective.seen) < size):
+        study.optimize(objective, n_trials=1, catch=(InvalidConfig, torch.OutOfMemoryError), gc_after_trial=False)
+        trial = study.trials[-1]
+        objective.remember(trial)
+        draws += 1
+        measured += "duplicate_of" not in trial.user_attrs and trial.state.name in ("COMPLETE", "PRUNED")
+        on_trial(trial)
+    return measured
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class RunSettings:
+    storage: str = DEFAULT_STORAGE
+    out: str | None = None  # results folder; default: next to the SQLite file
+    model_name: str | None = None
+    heldout: bool = True
+    report: bool = True
+    wandb: bool = False
+    wandb_project: str = "lookahead-decoding-sweeps"
+    command: str = "python -m experiments.sweep"
+    heartbeat: int = HEARTBEAT_SECONDS
+    grace: int = GRACE_SECONDS
+
+
+def results_root(settings: RunSettings) -> Path:
+    if settings.out:
+        return Path(settings.out)
+    if settings.storage.startswith("sqlite:///"):
+        return Path(settings.storage.removeprefix("sqlite:///")).expanduser().parent
+    return Path("sweeps/results")
+
+
+def run_sweep(sweep: Sweep, model, tokenizer, settings: RunSettings, log: Callable[[str], None] | None = None) -> dict:
+    """One session of the sweep (see the module doc). Returns the summary (also in summary.json)."""
+    import optuna
+
+    log = log or (lambda text: print(text, file=sys.stderr))
+    started = time.perf_counter()
+    spec = sweep.spec
+    target = Target(model_label(settings.model_name, spec.dtype, model), describe_device(model))
+    name = target.study_name(sweep)
+    out = results_root(settings) / slug(name)
+    out.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study, stale = open_study(open_storage(settings.storage, settings.heartbeat, settings.grace), name, sweep)
+        finished = sum(t.state.is_finished() for t in study.trials)
+        log(f"[sweep] study {name!r} in {settings.storage}: {finished} trials so far"
+            + (f" ({stale} left RUNNING by a killed run, marked failed)" if stale else "")
+            + f"; {spec.trials} to measure on {spec.dataset} x {spec.limit or 'all'}/category, "
+              f"{spec.max_new_tokens} new tokens")
+        prompts = sweep_prompts(spec, tokenizer)
+        baseline = time_baseline(model, prompts, spec.max_new_tokens, spec.warmup_tokens)
+        log(f"[sweep] plain greedy on {len(prompts)} prompts: {baseline.tokens_per_second:.1f} tokens/s")
+        session = _start_session(study, settings, baseline)
+        objective = TrialObjective(model, sweep, prompts, baseline, session)
+        wandb_log = _wandb(settings, name, target, out) if settings.wandb else None
+        measured = _trials_with_progress(study, sweep, objective, wandb_log)
+        end = time_baseline(model, prompts, spec.max_new_tokens) if measured else baseline
+        summary = _summarize(study, sweep, name, target, settings, prompts, baseline, end, started)
+        best = best_trial(study, sweep)
+        if best is not None:
+            summary["best"] = _best_entry(best)
+            if settings.heldout:
+                summary["heldout"] = _heldout(model, tokenizer, sweep, best, prompts, log)
+            _write_best(out, best, summary, target, sweep)
+        images = [out / n for n in write_report(study, out, spec.objectives(), summary)] if settings.report else []
+        summary["elapsed_seconds"] = round(time.perf_counter() - started, 1)
+        (out / SUMMARY_JSON).write_text(json.dumps(summary, indent=2, default=str))
+        if wandb_log is not None:
+            wandb_log.summary(study, summary, images)
+    _print_result(summary, out, settings, log)
+    return summary
+
+
+def _start_session(study, settings: RunSettings, baseline: Baseline) -> int:
+    sessions = list(study.user_attrs.get("sessions", []))
+    sessions.append({"date": _now(), "command": settings.command, "git": _git(), "loadavg": _loadavg(),
+                     "baseline": baseline.to_json()})
+    study.set_user_attr("sessions", sessions)
+    return len(sessions) - 1
+
+
+def _trials_with_progress(study, sweep: Sweep, objective: TrialObjective, wandb_log) -> int:
+    from tqdm import tqdm
+
+    bar = tqdm(total=sweep.spec.trials, desc="trials", unit="trial", file=sys.stderr, dynamic_ncols=True)
+
+    def on_trial(trial) -> None:
+        if "duplicate_of" not in trial.user_attrs and trial.state.name in ("COMPLETE", "PRUNED"):
+            bar.update(1)
+        bar.write(_trial_line(trial, sweep), file=sys.stderr)
+        best = best_trial(study, sweep)
+        if best is not None:
+            unit = OBJECTIVES[sweep.spec.objectives()[0]].label
+            bar.set_postfix_str(f"best #{best.number} {best.values[0]:.3g} {unit} [{best.user_attrs.get('label', '')}]",
+                                refresh=True)
+        if wandb_log is not None:
+            wandb_log.trial(trial)
+
+    try:
+        return run_trials(study, objective, sweep.spec.trials, on_trial)
+    finally:
+        bar.close()
+
+
+def _trial_line(trial, sweep: Sweep) -> str:
+    attrs, metrics = trial.user_attrs, trial.user_attrs.get("metrics", {})
+    text = f"#{trial.number} {trial.state.name.lower()} [{attrs.get('label', '?')}]"
+    if "duplicate_of" in attrs:
+        return f"{text} repeats #{attrs['duplicate_of']} (not measured again)"
+    if trial.state.name == "FAIL":
+        reason = attrs.get("error") or trial.system_attrs.get("fail_reason", "")
+        return f"{text} {reason.splitlines()[0] if reason else ''}"
+    if metrics:
+        text += (f" {metrics['tokens_per_second']:.1f} tok/s {metrics['speedup']:.2f}x "
+                 f"{metrics['tokens_per_step']:.2f} tok/step {metrics['identical']}/{metrics['prompts']} identical")
+    if attrs.get("infeasible"):
+        text += f" INFEASIBLE: {attrs['infeasible']}"
+    return text
+
+
+def _heldout(model, tokenizer, sweep: Sweep, best, prompts, log) -> dict[str, Any]:
+    config = LookaheadConfig.model_validate(best.user_attrs["config"])
+    held = heldout_prompts(sweep.spec, tokenizer, {p.prompt_id for p in prompts})
+    log(f"[sweep] held-out check: trial #{best.number} [{config_label(config)}] vs plain greedy on {len(held)} "
+        f"unseen prompts, interleaved")
+    return measure_heldout(model, config, held, sweep.spec, name=config_label(config))
+
+
+def _summarize(study, sweep, name, target, settings, prompts, start, end, started) -> dict[str, Any]:
+    states = [t.state.name for t in study.trials]
+    return {
+        "study": name, "storage": settings.storage, "model": target.model, "device": target.device,
+        "space": sweep.source, "command": settings.command, "date": _now(), "loadavg": _loadavg(), "git": _git(),
+        "trials": {s: states.count(s) for s in sorted(set(states))},
+        "objective": sweep.spec.objective, "prompts": [p.prompt_id for p in prompts],
+        "drift": drift(start, end),
+    }
+
+
+def _best_entry(best) -> dict[str, Any]:
+    return {"trial": best.number, "label": best.user_attrs.get("label"), "values": best.values,
+            "config": best.user_attrs["config"], "metrics": best.user_attrs.get("metrics", {})}
+
+
+def _write_best(out: Path, best, summary: dict[str, Any], target: Target, sweep: Sweep) -> None:
+    config = LookaheadConfig.model_validate(best.user_attrs["config"])
+    metrics, held = best.user_attrs.get("metrics", {}), summary.get("heldout")
+    flags, unexpressed = cli_flags(config)
+    comments = [f"Best lookahead config for {target.model} on {target.device}",
+                f"study {summary['study']!r}, trial #{best.number}, {summary['date']}",
+                f"sweep prompts: {metrics.get('tokens_per_second', 0):.1f} tokens/s, "
+                f"{metrics.get('speedup', 0):.2f}x plain greedy, {metrics.get('tokens_per_step', 0):.2f} tokens/step"]
+    if held and held.get("speedup") is not None:
+        comments.append(f"held-out ({held['prompts']} unseen prompts): {held['speedup']:.2f}x plain greedy, "
+                        f"identical outputs {100 * (held['identical'] or 0):.0f}%")
+    comments.append(f"python -m experiments.bench --config {out / BEST_YAML}")
+    (out / BEST_YAML).write_text(best_yaml(config, comments))
+    summary["best"].update({"yaml": str(out / BEST_YAML), "flags": flags, "flags_cannot_set": unexpressed})
+
+
+def _print_result(summary: dict[str, Any], out: Path, settings: RunSettings, log) -> None:
+    import yaml
+
+    drift_ = summary["drift"]
+    log(f"[sweep] done in {summary['elapsed_seconds']:.0f} s; greedy drift over the session: "
+        f"{100 * (drift_['wall_ratio'] - 1):+.1f}% wall time "
+        f"({drift_['tokens_per_second_start']:.1f} -> {drift_['tokens_per_second_end']:.1f} tokens/s)")
+    best = summary.get("best")
+    if best is None:
+        log("[sweep] no feasible completed trial yet: nothing to report (run more trials)")
+        return
+    held = summary.get("heldout") or {}
+    lines = [f"# best: trial #{best['trial']} [{best['label']}]: {best['metrics'].get('speedup', 0):.2f}x greedy "
+             f"on the sweep prompts"]
+    if held.get("speedup") is not None:
+        lines.append(f"# held-out: {held['speedup']:.2f}x plain greedy on {held['prompts']} unseen prompts "
+                     f"({held['tokens_per_second']:.1f} vs {held['greedy_tokens_per_second']:.1f} tokens/s, "
+                     f"{held['tokens_per_step']:.2f} tokens/step, identical {100 * (held['identical'] or 0):.0f}%)")
+    lines.append(f"# config ({best['yaml']}):")
+    lines.append(yaml.safe_dump(best["config"], sort_keys=False).rstrip())
+    flags = " ".join(best["flags"])
+    lines.append(f"# flags: python -m experiments.generate --compare --prompt \"...\" {flags}")
+    lines.append(f"#        python -m experiments.bench --methods greedy,lookahead {flags}")
+    if best["flags_cannot_set"]:
+        lines.append(f"#        (no flag sets {', '.join(best['flags_cannot_set'])}: use --config {best['yaml']})")
+    if settings.report and (out / REPORT_HTML).exists():
+        lines.append(f"# report: {out / REPORT_HTML}")
+    lines.append(f"# dashboard: pip install optuna-dashboard && optuna-dashboard {settings.storage}")
+    print("\n".join(lines))
+
+
+def _wandb(settings: RunSettings, name: str, target: Target, out: Path) -> WandbLog:
+    device_kind = target.device.split(" (")[-1].rstrip(")")  # "cpu, 1 thread", "cuda"
+    return WandbLog(settings.wandb_project, slug(name), out, tags=[target.model, device_kind],
+                    context={"study": name, "model": target.model, "device": target.device})
+
+
+def _git() -> str | None:
+    from experiments.bench import _git_commit
+
+    return _git_commit()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _loadavg() -> list[float] | None:
+    from experiments.sweep_measure import _loadavg as loadavg
+
+    return loadavg()
+
+
+# --------------------------------------------------------------------------------------------
+# main
+
+
+def main(argv: list[str] | None = None, *, model_and_tokenizer=None) -> int:
+    """Parse, load, sweep; returns the exit status. ``model_and_tokenizer`` replaces loading
+    ``--model`` (tests pass a tiny model)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        sweep = load_sweep(args.space, overrides(args))
+    except SpaceError as error:
+        return _fail(error, 2)
+    if sweep.spec.threads is not None:
+        torch.set_num_threads(sweep.spec.threads)
+    if model_and_tokenizer is None:
+        from framework.models import load_model
+
+        try:
+            model_and_tokenizer = load_model(args.model, dtype=sweep.spec.dtype, attn_implementation=args.attn,
+                                             device=args.device)
+        except (OSError, ValueError, ImportError) as error:
+            return _fail(f"--model {args.model}: {error}", 1)
+    argv_text = " ".join(sys.argv[1:] if argv is None else argv)
+    settings = RunSettings(storage=args.storage, out=args.out, model_name=args.model, heldout=not args.no_heldout,
+                           report=not args.no_report, wandb=args.wandb, wandb_project=args.wandb_project,
+                           command=f"python -m experiments.sweep {argv_text}".strip())
+    try:
+        summary = run_sweep(sweep, *model_and_tokenizer, settings)
+    except KeyboardInterrupt:
+        print("\n[sweep] interrupted: finished trials are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0 if summary.get("best") else 1
+
+
+def _fail(error: object, status: int) -> int:
+    print(f"error: {error}", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
