@@ -219,7 +219,11 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 class ForwardCounter:
     """Counts the model's forward calls with a pre-hook and notes, per call, the tokens fed and
-    the KV cache length before it (``past``). Use as a context manager around one run."""
+    the KV cache length before it (``past``). Use as a context manager around one run.
+
+    The hook sits on the decoder body (``model.base_model``), which every forward runs, whether
+    through the LM wrapper (plain and prompt-lookup generate) or directly (the engine projects
+    rows to the vocabulary on demand and calls the body itself)."""
 
     def __init__(self, model) -> None:
         self.model = model
@@ -228,7 +232,8 @@ class ForwardCounter:
         self._handle = None
 
     def __enter__(self) -> "ForwardCounter":
-        self._handle = self.model.register_forward_pre_hook(self._hook, with_kwargs=True)
+        body = getattr(self.model, "base_model", None) or self.model
+        self._handle = body.register_forward_pre_hook(self._hook, with_kwargs=True)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, model_validator
 
 import strategies  # noqa: F401  (registers the built-in strategies)
 from strategies.base import StrategyParams, parse_params
@@ -23,9 +23,10 @@ def _block(role: str):
     return BeforeValidator(validate)
 
 
-SchedulerBlock = Annotated[StrategyParams, _block("scheduler")]
-PoolBlock = Annotated[StrategyParams, _block("pool")]
-VerifierBlock = Annotated[StrategyParams, _block("verifier")]
+# SerializeAsAny: dump each block with its own Params' fields, not just the base class's `name`
+SchedulerBlock = Annotated[SerializeAsAny[StrategyParams], _block("scheduler")]
+PoolBlock = Annotated[SerializeAsAny[StrategyParams], _block("pool")]
+VerifierBlock = Annotated[SerializeAsAny[StrategyParams], _block("verifier")]
 
 
 class LookaheadConfig(BaseModel):
