@@ -279,7 +279,7 @@ def _strategy_dims(role: str, name: str, fields: dict, spec: _RoleSpec, where: s
             if (dim := derived_dimension(info, label)) is not None:
                 dims[field] = (dim, label)
     for field, raw in spec.params.items():
-        if field in fields:
+        if field in fields and fields[field].annotation is not type(None):  # skip fields fixed to None
             dims[field] = (dimension(raw, f"{where}.params.{field}"), f"{where}.params.{field}")
     for field, raw in spec.per_policy.get(name, {}).items():
         label = f"{where}.per_policy.{name}.{field}"
