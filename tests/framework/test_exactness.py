@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from framework import LookaheadConfig, LookaheadEngine
-from strategies import registered
+from strategies import lookup, registered
 from tests.tiny_models import ARCHITECTURES, PAD, VOCAB, assert_same_or_near_tie, greedy_reference, tiny_model
 
 # steps and multi-token steps seen by the property test, checked by the test after it
@@ -33,13 +33,17 @@ def prompts(draw) -> torch.Tensor:
 
 @st.composite
 def configs(draw) -> LookaheadConfig:
+    pool = draw(st.sampled_from(sorted(registered("pool"))))
+    capacity = draw(st.none() | st.integers(1, 8))
+    if lookup("pool", pool).Params.model_fields["capacity"].annotation is type(None):
+        capacity = None  # e.g. unbounded: no capacity at all
     return LookaheadConfig(
         window=draw(st.integers(0, 6)),
         ngram=draw(st.integers(2, 5)),
         guess_set=draw(st.integers(0, 6)),
         pool={
-            "name": draw(st.sampled_from(sorted(registered("pool")))),
-            "capacity": draw(st.none() | st.integers(1, 8)),
+            "name": pool,
+            "capacity": capacity,
             "seed_from_prompt": draw(st.booleans()),
         },
         harvest_output=draw(st.booleans()),

@@ -13,8 +13,13 @@ from strategies import lookup, parse_params, registered
 POOLS = sorted(registered("pool"))
 
 
+def takes_capacity(name) -> bool:
+    return lookup("pool", name).Params.model_fields["capacity"].annotation is not type(None)
+
+
 def make(name, capacity=None, guess_set=3, ngram=3):
-    params = parse_params("pool", {"name": name, "capacity": capacity})
+    block = {"name": name, "capacity": capacity} if takes_capacity(name) else {"name": name}
+    params = parse_params("pool", block)
     return lookup("pool", name)(params, ngram=ngram, guess_set=guess_set)
 
 
@@ -79,7 +84,7 @@ def test_feedback_with_nothing_accepted_changes_nothing():
 
 
 def test_unbounded_keeps_everything_but_offers_at_most_the_limit():
-    pool = make("unbounded", capacity=1, guess_set=2)
+    pool = make("unbounded", guess_set=2)
     fill(pool, [(i, i) for i in range(10)])
     assert len(pool.drafts_for(1)) == 10
     assert len(pool.offer(1, 2)) == 2
