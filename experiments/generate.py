@@ -6,14 +6,14 @@
 Chat models get their chat template (``--no-chat`` feeds the prompt as plain text). The run
 ends with one stats line; ``--compare`` also runs plain ``model.generate`` in the same process
 (greedy, or sampling with the same settings) and reports the speedup and whether the two
-outputs are identical. Measured (default model, float32, ``--threads 1`` on a 2-core CPU shared
-with other jobs, defaults W=4 N=4 G=4)::
+outputs are identical. Measured (default model, float32, ``--threads 2`` on a 2-core CPU,
+defaults W=0 N=4 G=2)::
 
-    $ python -m experiments.generate --prompt "Write a haiku about the sea." --max-new-tokens 64 --compare --threads 1
+    $ python -m experiments.generate --prompt "Write a haiku about the sea." --max-new-tokens 64 --compare --threads 2
     The waves of the sea, a silent beauty,
     ...
-    lookahead: steps=29 new_tokens=39 tokens/step=1.34 tokens/s=8.6 | plain: steps=39 new_tokens=39
-    tokens/step=1.00 tokens/s=16.1 | speedup=0.54x identical=yes        (one line, wrapped here)
+    lookahead: steps=30 new_tokens=39 tokens/step=1.30 tokens/s=25.7 | plain: steps=39 new_tokens=39
+    tokens/step=1.00 tokens/s=24.7 | speedup=1.04x identical=yes        (one line, wrapped here)
 
 Flags left unset keep ``LookaheadConfig``'s defaults; a strategy flag builds that block as
 ``{"name": ..., ...}``. Exit status: 0 done, 1 the model or the engine failed, 2 a bad flag

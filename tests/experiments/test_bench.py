@@ -66,8 +66,8 @@ def test_second_turn_sees_the_baselines_first_answer(tmp_path):
     prompt = datasets.load_dataset("mt_bench", limit_per_category=1)[0]
     tokenizer, seen = StubTokenizer(), []
     records = bench.run_benchmark(tiny_model("llama"), tokenizer, [prompt], bench.build_methods(args), args, seen.append)
-    assert [(r.turn, r.method) for r in records] == [(0, "greedy"), (0, "lookahead[W=4,N=4,G=4]"),
-                                                     (1, "greedy"), (1, "lookahead[W=4,N=4,G=4]")]
+    assert [(r.turn, r.method) for r in records] == [(0, "greedy"), (0, "lookahead[W=0,N=4,G=2]"),
+                                                     (1, "greedy"), (1, "lookahead[W=0,N=4,G=2]")]
     answer = tokenizer.decode(records[0].output_ids)  # greedy's first answer, as text
     expected = f"[u]{prompt.turns[0][:30]}[a]{answer[:30]}[u]{prompt.turns[1][:30]}[a]"
     second = bench.second_turn(tokenizer, prompt, records[0]).input_ids[0].tolist()

@@ -69,7 +69,7 @@ def test_streams_text_and_ends_with_the_stats_line(tiny_dir, capsys):
     assert status == 0, err
     steps, new_tokens = stats_of(out)
     assert 1 <= steps <= new_tokens <= 12
-    assert "W=4 N=4 G=4" in err  # the config summary; unset flags keep LookaheadConfig's defaults
+    assert "W=0 N=4 G=2" in err  # the config summary; unset flags keep LookaheadConfig's defaults
 
 
 def test_compare_reports_plain_decoding_speedup_and_identity(tiny_dir, capsys):

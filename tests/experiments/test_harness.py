@@ -128,7 +128,7 @@ def test_memory_meter_measures_cpu_growth():
 def test_lookahead_name_shows_every_non_default_field():
     config = LookaheadConfig(window=5, ngram=4, guess_set=5, pool={"name": "lfu"}, realign="shift")
     assert lookahead_name(config) == "lookahead[W=5,N=4,G=5,pool=lfu,realign=shift]"
-    assert lookahead_name(LookaheadConfig()) == "lookahead[W=4,N=4,G=4]"
+    assert lookahead_name(LookaheadConfig()) == "lookahead[W=0,N=4,G=2]"
 
 
 def _record(prompt, category, method, wall, accepted, identical=True):
