@@ -37,7 +37,7 @@ import torch
 from pydantic import ValidationError
 
 from experiments import datasets
-from experiments.generate import FlagError, add_lookahead_arguments, build_config
+from experiments.generate import FlagError, add_lookahead_arguments, build_config, int_at_least
 from experiments.harness import (
     BASELINE, OVERALL, GreedyMethod, LookaheadMethod, Method, PromptInput, PromptLookupMethod, Record,
     Summary, run_prompt, summarize, warm_up,
@@ -56,18 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__.split("\n")[0])
     data = parser.add_argument_group("prompts")
     data.add_argument("--dataset", default="spec_bench", choices=datasets.DATASET_NAMES)
-    data.add_argument("--limit", type=_positive, default=None, help="prompts per category (default: all)")
+    data.add_argument("--limit", type=int_at_least(1), default=None, help="prompts per category (default: all)")
     data.add_argument("--seed", type=int, default=None, help="with --limit: a seeded sample, not the first ones")
     data.add_argument("--turns", type=int, choices=(1, 2), default=1,
                       help="2: also the second turn of two-turn prompts (MT-Bench), after greedy's first answer")
-    data.add_argument("--max-new-tokens", type=_positive, default=128)
+    data.add_argument("--max-new-tokens", type=int_at_least(1), default=128)
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", default=None, help="folder, .gguf file or cached Hub name (default model if unset)")
     model.add_argument("--dtype", default="float32", help="float32 (exact on CPU), bfloat16 or float16")
     model.add_argument("--attn", default="sdpa", help="attention implementation: sdpa or eager")
     model.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    model.add_argument("--threads", type=_positive, default=None, help="torch CPU threads (default: torch's)")
+    model.add_argument("--threads", type=int_at_least(1), default=None, help="torch CPU threads (default: torch's)")
 
     methods = parser.add_argument_group("methods")
     methods.add_argument("--methods", default="greedy,pld,lookahead",
@@ -76,14 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a lookahead config: the flags below with these W, N, G (repeat for several)")
     methods.add_argument("--config", action="append", default=[], metavar="YAML",
                          help="a file holding one LookaheadConfig mapping or a list of them (repeat for several)")
-    methods.add_argument("--pld-tokens", type=_positive, default=10, help="prompt lookup: draft tokens per step")
-    methods.add_argument("--pld-ngram", type=_positive, default=2, help="prompt lookup: longest n-gram matched")
+    methods.add_argument("--pld-tokens", type=int_at_least(1), default=10, help="prompt lookup: draft tokens per step")
+    methods.add_argument("--pld-ngram", type=int_at_least(1), default=2, help="prompt lookup: longest n-gram matched")
 
     add_lookahead_arguments(parser.add_argument_group("lookahead flags (unset: LookaheadConfig defaults)"))
 
     run = parser.add_argument_group("measuring and output")
     run.add_argument("--warmup", type=int, default=1, help="unrecorded runs of every method before timing")
-    run.add_argument("--repeats", type=_positive, default=1, help="timed runs per (prompt, method); median kept")
+    run.add_argument("--repeats", type=int_at_least(1), default=1, help="timed runs per (prompt, method); median kept")
     run.add_argument("--no-memory", action="store_true", help="don't measure peak memory (no sampler thread)")
     run.add_argument("--out", default=None, help="output folder (default bench_results/<timestamp>)")
     run.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -92,13 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--report", default=None, metavar="RUN",
                      help="re-render table.md and plots from RUN's records.jsonl (a folder or the file); no model")
     return parser
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def method_list(text: str) -> list[str]:

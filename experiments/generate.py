@@ -85,13 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m experiments.generate", description=__doc__.split("\n")[0])
     parser.add_argument("--prompt", required=True, help="the user message (or plain text with --no-chat)")
     parser.add_argument("--model", default=None, help=f"folder, .gguf file or cached Hub name ({DEFAULT_MODEL})")
-    parser.add_argument("--max-new-tokens", type=_int_at_least(0), default=128)
+    parser.add_argument("--max-new-tokens", type=int_at_least(0), default=128)
     parser.add_argument("--compare", action="store_true", help="also run plain model.generate and compare")
     parser.add_argument("--no-chat", action="store_true", help="encode the prompt as plain text")
     parser.add_argument("--dtype", default="float32", help="float32 (exact on CPU), bfloat16 or float16")
     parser.add_argument("--attn", default="sdpa", help="attention implementation: sdpa or eager")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    parser.add_argument("--threads", type=_int_at_least(1), default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=int_at_least(1), default=None, help="torch CPU threads")
 
     add_lookahead_arguments(parser.add_argument_group("lookahead (unset: LookaheadConfig defaults)"))
 
@@ -120,7 +120,7 @@ def add_lookahead_arguments(group) -> None:
     group.add_argument("--window-seed", type=int, default=None, help="seed of the window's initial tokens")
 
 
-def _int_at_least(low: int):
+def int_at_least(low: int):
     def parse(text: str) -> int:
         value = int(text)
         if value < low:

@@ -195,19 +195,20 @@ def lookahead_name(config: LookaheadConfig) -> str:
     """``lookahead[W=5,N=4,G=5]``, plus every other field that differs from the defaults,
     e.g. ``lookahead[W=5,N=4,G=5,pool=lfu,pool.capacity=8]``."""
     parts = [f"W={config.window}", f"N={config.ngram}", f"G={config.guess_set}"]
-    default = _flatten(LookaheadConfig().model_dump(mode="json"))
-    for key, value in _flatten(config.model_dump(mode="json")).items():
+    default = flatten_config(LookaheadConfig().model_dump(mode="json"))
+    for key, value in flatten_config(config.model_dump(mode="json")).items():
         if key in ("window", "ngram", "guess_set") or default.get(key) == value:
             continue
         parts.append(f"{key.removesuffix('.name')}={value}")
     return f"lookahead[{','.join(parts)}]"
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_config(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> dotted keys: {'pool': {'name': 'lru'}} -> {'pool.name': 'lru'}."""
     flat: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten_config(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

@@ -44,6 +44,7 @@ from typing import Any, Callable
 import torch
 from pydantic import ValidationError
 
+from experiments.generate import int_at_least
 from experiments.sweep_measure import (
     Baseline, TrialRecords, drift, heldout_prompts, measure_config, measure_heldout, sweep_prompts, time_baseline,
 )
@@ -73,10 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default=None, help="overrides the file's dtype (float32 keeps greedy exact)")
     parser.add_argument("--attn", default="sdpa", help="attention implementation: sdpa or eager")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    parser.add_argument("--threads", type=_positive, default=None, help="torch CPU threads (overrides the file)")
+    parser.add_argument("--threads", type=int_at_least(1), default=None, help="torch CPU threads (overrides the file)")
     parser.add_argument("--dataset", default=None, help="overrides the file's dataset")
-    parser.add_argument("--limit", type=_positive, default=None, help="prompts per category (overrides the file)")
-    parser.add_argument("--max-new-tokens", type=_positive, default=None, help="overrides the file")
+    parser.add_argument("--limit", type=int_at_least(1), default=None, help="prompts per category (overrides the file)")
+    parser.add_argument("--max-new-tokens", type=int_at_least(1), default=None, help="overrides the file")
     parser.add_argument("--trials", type=int, default=None, help="trials to measure now (0: only report)")
     parser.add_argument("--objective", default=None, help="speed (tokens/s), tokens_per_step, speedup, memory; "
                         "comma-separated for several, e.g. speed,memory")
@@ -87,13 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wandb", action="store_true", help="log to Weights & Biases (WANDB_MODE=offline unless set)")
     parser.add_argument("--wandb-project", default="lookahead-decoding-sweeps")
     return parser
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
+from experiments.harness import flatten_config
 from experiments.sweep_space import OBJECTIVES, dump_config
 from framework.config import LookaheadConfig
 from strategies.base import ROLES
@@ -56,7 +57,7 @@ def cli_flags(config: LookaheadConfig) -> tuple[list[str], list[str]]:
             flags += _role_flags(key, value, default[key], PARAM_FLAGS)
         elif key in ("window", "ngram", "guess_set") or value != default[key]:
             flags += _flag(CONFIG_FLAGS.get(key), value)
-    unexpressed = [f"{k}={v}" for k, v in _flatten(data).items() if _flatten(_parse_flags(flags)).get(k) != v]
+    unexpressed = [f"{k}={v}" for k, v in flatten_config(data).items() if flatten_config(_parse_flags(flags)).get(k) != v]
     return flags, unexpressed
 
 
@@ -81,16 +82,6 @@ def _parse_flags(flags: list[str]) -> dict[str, Any]:
     from experiments.generate import build_config, build_parser
 
     return dump_config(build_config(build_parser().parse_args(["--prompt", "-", *flags])))
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def best_yaml(config: LookaheadConfig, comments: Sequence[str]) -> str:
@@ -220,5 +211,5 @@ class WandbLog:
         images = {p.stem: self.wandb.Image(str(p)) for p in images if p.exists()}
         if images:
             run.log(images)
-        run.summary.update(_flatten({k: v for k, v in summary.items() if k in ("best", "heldout", "drift")}))
+        run.summary.update(flatten_config({k: v for k, v in summary.items() if k in ("best", "heldout", "drift")}))
         run.finish()
