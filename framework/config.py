@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, ValidationInfo, field_validator
 
 import strategies  # noqa: F401  (registers the built-in strategies)
 from strategies.base import StrategyParams, parse_params
@@ -67,17 +67,20 @@ class LookaheadConfig(BaseModel):
         "reads (greedy: at most N per step); False projects every draft row (same output)",
     )
 
-    @model_validator(mode="before")
+    @field_validator("window", "ngram", "guess_set", mode="before")
     @classmethod
-    def _explain_types(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for key in ("window", "ngram", "guess_set"):
-                value = data.get(key)
-                if isinstance(value, bool) or (value is not None and not isinstance(value, int)):
-                    if isinstance(value, float) and value.is_integer():
-                        continue
-                    raise ValueError(f"{key} must be an integer, got {value!r}")
-        return data
+    def _explain_sizes(cls, value: Any, info: ValidationInfo) -> Any:
+        """W, N and G errors that say what the value means and what to pass instead."""
+        low, meaning = {
+            "window": (0, "window=0 disables the lookahead branch"),
+            "ngram": (2, "ngram=2 verifies one-token drafts"),
+            "guess_set": (0, "guess_set=0 disables verification"),
+        }[info.field_name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise ValueError(f"{info.field_name} must be an integer, got {value!r}")
+        if value < low:
+            raise ValueError(f"{info.field_name} must be >= {low} ({meaning}), got {value!r}")
+        return int(value)
 
     def summary(self) -> str:
         return (

@@ -162,7 +162,7 @@ def test_wandb_offline_writes_one_run_per_trial_and_a_summary(tmp_path, monkeypa
 def test_bad_flags_and_spaces_exit_2(tmp_path, capsys):
     write_sweep(tmp_path, space={"window": {"low": 0, "high": 4}, "ngram": {"low": 1, "high": 3}})
     assert run(tmp_path) == 2
-    assert "space.ngram.low: Input should be greater than or equal to 2" in capsys.readouterr().err
+    assert "space.ngram.low: ngram must be >= 2" in capsys.readouterr().err
     write_sweep(tmp_path)
     assert run(tmp_path, "--objective", "fastest") == 2
     assert "objective: give distinct names" in capsys.readouterr().err

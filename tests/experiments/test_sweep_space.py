@@ -45,7 +45,7 @@ def test_default_sweep_is_cpu_sized():
 
 BAD = [
     (sweep_of({"windw": 3}), "space.windw: not a LookaheadConfig field"),
-    (sweep_of({"ngram": {"low": 1, "high": 4}}), "space.ngram.low: Input should be greater than or equal to 2"),
+    (sweep_of({"ngram": {"low": 1, "high": 4}}), "space.ngram.low: ngram must be >= 2"),
     (sweep_of({"window": {"low": 5, "high": 2}}), "space.window: low (5) is above high (2)"),
     (sweep_of({"window": "3"}), "space.window: window must be an integer"),
     (sweep_of({"realign": ["keep", "sideways"]}), "space.realign[1]:"),
