@@ -142,7 +142,8 @@ class LookaheadEngine:
     def _plan(self, run: Run) -> tuple[StepLayout, torch.Tensor, DraftTree, list[str]]:
         """Window width for this step and the drafts (``# [g, L]``) to verify, as a token tree."""
         width = self._window_width(run)
-        run.window.resize(width, run.context())
+        if width != run.window.width or not run.window.levels:
+            run.window.resize(width, run.context())
         draft_len = min(self.config.ngram - 1, run.remaining - 1, self._positions_left(run))
         offered = self.pool.offer(run.root, self.config.guess_set) if draft_len > 0 else []
         drafts, sources = [], []
@@ -183,11 +184,11 @@ class LookaheadEngine:
 
     def _verify(self, run: Run, drafts: torch.Tensor, tree: DraftTree, outputs: StepOutputs) -> Verdict:
         """Scores after the generation config's processors (each row in its context), then the verifier."""
-        paths = self._node_paths(tree)
+        paths = self._node_paths(tree) if len(run.processors) else None
 
         def scores(nodes: list[int]) -> torch.Tensor:  # [k, V] for tree nodes (-1: the root)
             rows = outputs.logits([1 + n for n in nodes])
-            if len(run.processors):
+            if paths is not None:
                 context = run.context().to(rows.device)
                 rows = score_rows(run.processors, context, [paths[1 + n] for n in nodes], rows)
             if len(run.warpers):  # temperature, top-k/p, min-p look at one row at a time
