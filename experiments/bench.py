@@ -37,7 +37,7 @@ import torch
 from pydantic import ValidationError
 
 from experiments import datasets
-from experiments.generate import FlagError, add_lookahead_arguments, build_config, int_at_least
+from experiments.generate import FlagError, add_lookahead_arguments, build_config, fail, int_at_least
 from experiments.harness import (
     BASELINE, OVERALL, GreedyMethod, LookaheadMethod, Method, PromptInput, PromptLookupMethod, Record,
     Summary, run_prompt, summarize, warm_up,
@@ -502,7 +502,7 @@ def main(argv: list[str] | None = None, *, model_and_tokenizer=None) -> int:
         methods = build_methods(args)
         prompts = datasets.load_dataset(args.dataset, limit_per_category=args.limit, seed=args.seed)
     except (FlagError, ValueError, ModuleNotFoundError, FileNotFoundError) as error:
-        return _fail(error, 2)
+        return fail(error, 2)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if model_and_tokenizer is None:
@@ -512,7 +512,7 @@ def main(argv: list[str] | None = None, *, model_and_tokenizer=None) -> int:
             model_and_tokenizer = load_model(args.model, dtype=args.dtype, attn_implementation=args.attn,
                                              device=args.device)
         except (OSError, ValueError, ImportError) as error:
-            return _fail(f"--model {args.model}: {error}", 1)
+            return fail(f"--model {args.model}: {error}", 1)
     model, tokenizer = model_and_tokenizer
     return measure_and_report(args, model, tokenizer, prompts, methods)
 
@@ -549,18 +549,13 @@ def report(args: argparse.Namespace) -> int:
     try:
         header, records = read_run(args.report)
     except OSError as error:
-        return _fail(f"--report: {error}", 2)
+        return fail(f"--report: {error}", 2)
     if not header:
-        return _fail(f"--report {args.report}: no header line; is this a bench records.jsonl?", 2)
+        return fail(f"--report {args.report}: no header line; is this a bench records.jsonl?", 2)
     out = Path(args.out) if args.out else (Path(args.report) if Path(args.report).is_dir() else Path(args.report).parent)
     out.mkdir(parents=True, exist_ok=True)
     print(write_report(out, header, records, plots=not args.no_plots))
     return 0
-
-
-def _fail(error: object, status: int) -> int:
-    print(f"error: {error}", file=sys.stderr)
-    return status
 
 
 if __name__ == "__main__":

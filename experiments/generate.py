@@ -268,17 +268,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config, sampling = build_config(args), sampling_kwargs(args)
     except FlagError as error:
-        return _fail(error, status=2)
+        return fail(error, status=2)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     try:
         model, tokenizer = load_model(args.model, dtype=args.dtype, attn_implementation=args.attn, device=args.device)
     except (OSError, ValueError, ImportError) as error:
-        return _fail(f"--model {args.model or DEFAULT_MODEL}: {error}", status=1)
+        return fail(f"--model {args.model or DEFAULT_MODEL}: {error}", status=1)
     try:
         input_ids = encode_prompt(tokenizer, args.prompt, chat=False if args.no_chat else None).to(model.device)
     except ValueError as error:
-        return _fail(f"--prompt: {error}", status=2)
+        return fail(f"--prompt: {error}", status=2)
     print(f"[{args.model or DEFAULT_MODEL}] {config.summary()}", file=sys.stderr)
     return decode(args, model, tokenizer, config, input_ids, sampling)
 
@@ -293,9 +293,9 @@ def decode(args, model, tokenizer, config: LookaheadConfig, input_ids, sampling:
         sequences, stats = run_lookahead(engine, input_ids, args.max_new_tokens, eos, streamer, sampling)
     except NotImplementedError as error:
         flag = "--sample" if sampling else "the engine"
-        return _fail(f"{flag}: not available in this engine yet: {error}", status=1)
+        return fail(f"{flag}: not available in this engine yet: {error}", status=1)
     except ValueError as error:
-        return _fail(error, status=1)
+        return fail(error, status=1)
     plain, identical = None, None
     if args.compare:
         plain_sequences, plain = run_plain(model, input_ids, args.max_new_tokens, eos, sampling)
@@ -304,7 +304,8 @@ def decode(args, model, tokenizer, config: LookaheadConfig, input_ids, sampling:
     return 0
 
 
-def _fail(error: object, status: int) -> int:
+def fail(error: object, status: int) -> int:
+    """Print ``error: ...`` to stderr and return the exit status."""
     print(f"error: {error}", file=sys.stderr)
     return status
 

@@ -31,7 +31,7 @@ from framework.output import DecodeStats, LookaheadOutput
 from framework.processors import build_processors, score_rows
 from framework.sampling import SamplingSettings, resolve_sampling
 from framework.window import Window
-from strategies.base import SOURCE_NONE, SOURCE_OUTPUT, SOURCE_PROMPT, StepRecord, Verdict, lookup
+from strategies.base import SOURCE_LOOKAHEAD, SOURCE_NONE, SOURCE_OUTPUT, SOURCE_PROMPT, StepRecord, Verdict, lookup
 
 
 def position_limit(model_config) -> int | None:
@@ -217,7 +217,7 @@ class LookaheadEngine:
         harvest = run.window.advance(outputs.logits(layout.last_level_slots()).argmax(dim=-1).cpu())
         if harvest is not None:
             keys, drafts = harvest
-            self.pool.add_many(keys.tolist(), [tuple(d) for d in drafts.tolist()], "lookahead")
+            self.pool.add_many(keys.tolist(), [tuple(d) for d in drafts.tolist()], SOURCE_LOOKAHEAD)
 
     def _commit(self, run: Run, layout, verdict: Verdict, drafts: torch.Tensor, tree: DraftTree, sources) -> None:
         """Append the verdict's tokens (cut at EOS / max_new_tokens), keep their KV, report."""

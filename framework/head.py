@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-# model types whose CausalLM forward is `logits = lm_head(hidden_states)` (checked per release)
+# model types whose CausalLM forward is `logits = self.lm_head(hidden_states)` (read in transformers
+# 5.24; a new type joins only after its modeling file is read the same way)
 PLAIN_HEAD_MODEL_TYPES = frozenset(
     {"llama", "mistral", "qwen2", "qwen3", "phi3", "gpt_neox", "gpt2", "gemma3_text", "smollm3", "olmo2"}
 )

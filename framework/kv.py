@@ -48,6 +48,3 @@ def keep_slots(cache: DynamicCache, past_length: int, slots: list[int]) -> None:
     if excess > 0:
         cache.crop(-excess)
 
-
-def select_rows(logits: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-    return logits if rows is None else logits.index_select(0, rows)

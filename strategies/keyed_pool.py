@@ -76,9 +76,6 @@ class KeyedPool(PoolPolicy):
     def __len__(self) -> int:
         return sum(len(entries) for entries in self._table.values())
 
-    def keys_stored(self) -> int:
-        return len(self._table)
-
     def drafts_for(self, key: int) -> list[tuple[int, ...]]:
         """Every stored draft of ``key`` in insertion order (for inspection and tests)."""
         return list(self._table.get(key, {}))

@@ -75,12 +75,13 @@ def test_eos_list_and_generation_config_default():
     model = tiny_model("llama", seed=0)
     new = run(model=model).sequences[0, LOOPING.shape[1]:].tolist()
     target = new[5]
-    out = run(model=model, eos_token_id=[1000 % 96, target])
-    assert out.sequences[0, -1].item() == target or out.sequences[0, -1].item() == 1000 % 96
+    other = next(t for t in range(1, 96) if t not in new)  # never produced: only `target` can stop
+    out = run(model=model, eos_token_id=[other, target])
+    assert out.sequences[0, LOOPING.shape[1]:].tolist() == new[: new.index(target) + 1]
     model.generation_config.eos_token_id = target
     try:
         default = run(model=model)
-        assert default.sequences[0, -1].item() == target
+        assert default.sequences[0, LOOPING.shape[1]:].tolist() == new[: new.index(target) + 1]
         assert default.stats.stop_reason == "eos"
     finally:
         model.generation_config.eos_token_id = None
