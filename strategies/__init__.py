@@ -2,7 +2,8 @@
 
 To add one: write a class in a new module here (see docs/strategies.md), decorate it with
 ``@register(role, name)`` and import the module below (or import it yourself before building
-a config that names it).
+a config that names it). To register one only for a while (a test), do it inside
+``with temporary_registrations():``.
 """
 
 from strategies import (  # noqa: F401  (imported for registration)
@@ -25,4 +26,5 @@ from strategies.base import (  # noqa: F401
     parse_params,
     register,
     registered,
+    temporary_registrations,
 )

@@ -12,13 +12,17 @@ Every role is an abstract class. An implementation is one class in one file unde
 pydantic ``Params`` model whose ``name`` field is ``Literal["<name>"]``. The config
 (``framework.LookaheadConfig``), the CLI and the sweeps look strategies up here by name, so a
 new class is usable everywhere without touching the engine.
+
+``with temporary_registrations(): ...`` scopes registrations (tests, notebooks): whatever the
+body registers is gone on exit, even if it raises; the registry is restored as it was on entry.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Literal, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Literal, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -63,6 +67,31 @@ def register(role: Role, name: str):
         return cls
 
     return decorate
+
+
+@contextmanager
+def temporary_registrations() -> Iterator[None]:
+    """Undo, on exit, every registration made inside the block (and any other change to it).
+
+    Example::
+
+        with temporary_registrations():
+            @register("scheduler", "two")
+            class Two(WindowScheduler):
+                class Params(StrategyParams):
+                    name: Literal["two"] = "two"
+                def width(self, history): return 2
+            LookaheadConfig(scheduler="two")   # valid here
+        LookaheadConfig(scheduler="two")       # ValueError: unknown scheduler 'two'
+    """
+    registry = _REGISTRY  # restored in place: holders of this dict see the restored contents
+    saved = {role: dict(names) for role, names in registry.items()}
+    try:
+        yield
+    finally:
+        for role, names in registry.items():
+            names.clear()
+            names.update(saved[role])
 
 
 def registered(role: Role) -> dict[str, type]:

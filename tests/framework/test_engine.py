@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from framework import LookaheadConfig, LookaheadEngine, lookahead_generate
-from strategies.base import StepRecord, StrategyParams, WindowScheduler, register
+from strategies.base import StepRecord, StrategyParams, WindowScheduler, register, temporary_registrations
 from tests.tiny_models import assert_same_or_near_tie, greedy_reference, tiny_model
 
 LOOPING = torch.tensor([[5, 6, 7, 8, 9] * 4 + [5, 6]])
@@ -201,7 +201,6 @@ def test_window_shrinks_near_the_position_limit_of_learned_positions():
 
 
 # ------------------------------------------------------------------ strategies
-@register("scheduler", "test_alternating")
 class AlternatingScheduler(WindowScheduler):
     """Test-only: W changes with the step statistics (wider after a step with no accepted draft)."""
 
@@ -214,6 +213,14 @@ class AlternatingScheduler(WindowScheduler):
         return 6 if history[-1].accepted == 0 else 2
 
 
+@pytest.fixture(scope="module")
+def alternating_scheduler():
+    """``test_alternating`` is registered for this module's tests only."""
+    with temporary_registrations():
+        yield register("scheduler", "test_alternating")(AlternatingScheduler)
+
+
+@pytest.mark.usefixtures("alternating_scheduler")
 def test_a_scheduler_that_changes_width_mid_generation_stays_exact():
     model = llama()
     config = LookaheadConfig(window=4, ngram=4, guess_set=4, scheduler={"name": "test_alternating"})

@@ -1,11 +1,22 @@
 """Greedy lookahead output equals plain greedy ``generate`` (the reference decoder).
 
-One ``@given`` draws the architecture, attention backend, W/N/G, pool policy, prompt seeding,
-output harvesting, window realignment, prompt and length. Where outputs differ the first
-difference must be a near-tie of the plain forward (random tiny models have ties in fp32).
+Two kinds of test:
+- every registered scheduler, pool and verifier, each in turn with the defaults in the other
+  roles, on a repetitive prompt and a few architectures (deterministic; must accept drafts);
+- one ``@given`` drawing the architecture, attention backend, W/N/G, all three strategies from
+  the registry, prompt seeding, output harvesting, window realignment, prompt and length; it also
+  counts the steps that accepted drafts and fails if too few did (else it proves little).
+
+Where outputs differ the first difference must be a near-tie of the plain forward (random tiny
+models have ties in fp32). Strategies are told apart only by declared capabilities:
+a verifier that ``samples`` is not run by greedy calls (the engine uses the registered argmax
+verifier instead); if it also ``preserves_distribution`` it is run by sampling with ``top_k=1``,
+a point-mass law whose only sample is the greedy token, so its output must be greedy's too.
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 import pytest
 import torch
@@ -14,10 +25,74 @@ from hypothesis import strategies as st
 
 from framework import LookaheadConfig, LookaheadEngine
 from strategies import lookup, registered
+from strategies.base import ROLES
 from tests.tiny_models import ARCHITECTURES, PAD, VOCAB, assert_same_or_near_tie, greedy_reference, tiny_model
 
-# steps and multi-token steps seen by the property test, checked by the test after it
-EXERCISED = {"examples": 0, "steps": 0, "multi_token_steps": 0, "draft_wins": 0}
+LOOPING = torch.tensor([[5, 6, 7, 8, 9] * 4 + [5, 6]])
+# plain RoPE, sliding-window layers with per-layer-type masks, learned positions
+SOME_ARCHITECTURES = ("llama", "gemma3", "gpt2")
+# every registered strategy, read at collection time
+STRATEGIES = [(role, name) for role in ROLES for name in sorted(registered(role))]
+
+
+def decoding_for(verifier: str, seed: int = 0) -> dict | None:
+    """``generate`` kwargs under which the engine runs ``verifier`` itself and greedy is the only
+    correct output; None if there are none (a sampler that does not preserve the law)."""
+    cls = lookup("verifier", verifier)
+    if not cls.samples:
+        return {"do_sample": False}
+    if cls.preserves_distribution:  # top_k=1: the law is a point mass on the argmax
+        return {"do_sample": True, "top_k": 1, "generator": torch.Generator().manual_seed(seed)}
+    return None
+
+
+def count_verifier_calls(engine: LookaheadEngine) -> Counter:
+    """Count calls to the engine's configured verifier instance (to prove it is the one that ran)."""
+    calls = Counter()
+    verifier = engine.verifier
+    for method in ("verify", "verify_tree"):
+        bound = getattr(verifier, method)
+
+        def counted(*args, _bound=bound, _method=method, **kwargs):
+            calls[_method] += 1
+            return _bound(*args, **kwargs)
+
+        setattr(verifier, method, counted)  # instance attribute: shadows the class's method
+    return calls
+
+
+@pytest.mark.parametrize("arch", SOME_ARCHITECTURES)
+@pytest.mark.parametrize(("role", "name"), STRATEGIES, ids=[f"{r}-{n}" for r, n in STRATEGIES])
+def test_every_registered_strategy_is_exact_and_accepts_drafts(role, name, arch):
+    """The strategy under test in its role, defaults elsewhere; 40 tokens after a looping prompt."""
+    decoding = decoding_for(name) if role == "verifier" else {"do_sample": False}
+    if decoding is None:
+        pytest.skip(f"verifier {name!r} samples without preserving the law: no call runs it with a known output")
+    model = tiny_model(arch)
+    engine = LookaheadEngine(model, LookaheadConfig(window=4, ngram=4, guess_set=4, **{role: {"name": name}}))
+    calls = count_verifier_calls(engine)
+    out = engine.generate(LOOPING, max_new_tokens=40, **decoding)
+    assert_same_or_near_tie(model, greedy_reference(model, LOOPING, 40), out.sequences)
+    assert out.stats.new_tokens == 40
+    assert out.stats.steps < out.stats.new_tokens, f"{role} {name!r} on {arch}: no multi-token step"
+    if role == "verifier":
+        assert sum(calls.values()) == out.stats.steps, f"verifier {name!r} was not the one that ran"
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_each_architecture_accepts_drafts_and_stays_exact(arch):
+    """Default strategies on every architecture, both attention backends."""
+    config = LookaheadConfig(window=4, ngram=4, guess_set=4)
+    for attn in ("sdpa", "eager"):
+        model = tiny_model(arch, attn)
+        reference = greedy_reference(model, LOOPING, 40)
+        out = LookaheadEngine(model, config).generate(LOOPING, max_new_tokens=40)
+        assert_same_or_near_tie(model, reference, out.sequences)
+        assert out.stats.steps < out.stats.new_tokens, f"{arch}/{attn}: no multi-token step"
+
+
+# --------------------------------------------------------------------------------------------
+# the property
 
 
 @st.composite
@@ -33,6 +108,7 @@ def prompts(draw) -> torch.Tensor:
 
 @st.composite
 def configs(draw) -> LookaheadConfig:
+    """Any registered scheduler, pool and verifier (drawn when the test runs), any W/N/G."""
     pool = draw(st.sampled_from(sorted(registered("pool"))))
     capacity = draw(st.none() | st.integers(1, 8))
     if lookup("pool", pool).Params.model_fields["capacity"].annotation is type(None):
@@ -41,11 +117,9 @@ def configs(draw) -> LookaheadConfig:
         window=draw(st.integers(0, 6)),
         ngram=draw(st.integers(2, 5)),
         guess_set=draw(st.integers(0, 6)),
-        pool={
-            "name": pool,
-            "capacity": capacity,
-            "seed_from_prompt": draw(st.booleans()),
-        },
+        scheduler={"name": draw(st.sampled_from(sorted(registered("scheduler"))))},
+        pool={"name": pool, "capacity": capacity, "seed_from_prompt": draw(st.booleans())},
+        verifier={"name": draw(st.sampled_from(sorted(registered("verifier"))))},
         harvest_output=draw(st.booleans()),
         realign=draw(st.sampled_from(["keep", "shift"])),
         window_seed=draw(st.integers(0, 3)),
@@ -53,46 +127,48 @@ def configs(draw) -> LookaheadConfig:
     )
 
 
-@given(
-    arch=st.sampled_from(ARCHITECTURES),
-    attn=st.sampled_from(["sdpa", "eager"]),
-    config=configs(),
-    prompt=prompts(),
-    max_new_tokens=st.integers(1, 32),
-)
-def test_greedy_lookahead_equals_plain_greedy(arch, attn, config, prompt, max_new_tokens):
-    model = tiny_model(arch, attn)
-    reference = greedy_reference(model, prompt, max_new_tokens)
-    out = LookaheadEngine(model, config).generate(prompt, max_new_tokens=max_new_tokens)
-    assert_same_or_near_tie(model, reference, out.sequences)
-    stats = out.stats
-    assert stats.new_tokens == out.sequences.shape[1] - prompt.shape[1]
-    assert sum(stats.accepted_per_step) == stats.new_tokens
-    assert all(1 <= k <= config.ngram for k in stats.accepted_per_step)
-    if config.guess_set == 0:
-        assert stats.steps == stats.new_tokens
-    EXERCISED["examples"] += 1
-    EXERCISED["steps"] += stats.steps
-    EXERCISED["multi_token_steps"] += sum(k > 1 for k in stats.accepted_per_step)
-    EXERCISED["draft_wins"] += sum(s != "none" for s in stats.sources)
+@st.composite
+def decodings(draw, verifier: str) -> dict:
+    """Greedy, or point-mass sampling when the verifier would run under it (see module doc)."""
+    point_mass = decoding_for(verifier, seed=draw(st.integers(0, 3)))
+    if point_mass is not None and point_mass["do_sample"] and draw(st.booleans()):
+        return point_mass
+    return {"do_sample": False}
 
 
-def test_property_exercised_multi_token_steps():
-    """The property above proves nothing unless drafts were really accepted."""
-    if EXERCISED["examples"] == 0:
-        pytest.skip("run together with test_greedy_lookahead_equals_plain_greedy")
-    assert EXERCISED["multi_token_steps"] >= 0.05 * EXERCISED["steps"], EXERCISED
-    assert EXERCISED["draft_wins"] > 0
+def test_greedy_lookahead_equals_plain_greedy_and_accepts_drafts():
+    """The property over every drawn example, then: did the examples really accept drafts?
 
+    The counters live in this test, so it proves the same thing alone or in any order."""
+    exercised = Counter()
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_each_architecture_accepts_drafts_and_stays_exact(arch):
-    """Deterministic companion: a repetitive prompt on every architecture, both backends."""
-    prompt = torch.tensor([[5, 6, 7, 8, 9] * 4 + [5, 6]])
-    config = LookaheadConfig(window=4, ngram=4, guess_set=4)
-    for attn in ("sdpa", "eager"):
+    @given(
+        arch=st.sampled_from(ARCHITECTURES),
+        attn=st.sampled_from(["sdpa", "eager"]),
+        config=configs(),
+        prompt=prompts(),
+        max_new_tokens=st.integers(1, 32),
+        data=st.data(),
+    )
+    def greedy_equals_plain_greedy(arch, attn, config, prompt, max_new_tokens, data):
+        decoding = data.draw(decodings(config.verifier.name), label="decoding")
         model = tiny_model(arch, attn)
-        reference = greedy_reference(model, prompt, 40)
-        out = LookaheadEngine(model, config).generate(prompt, max_new_tokens=40)
+        reference = greedy_reference(model, prompt, max_new_tokens)
+        out = LookaheadEngine(model, config).generate(prompt, max_new_tokens=max_new_tokens, **decoding)
         assert_same_or_near_tie(model, reference, out.sequences)
-        assert out.stats.steps < out.stats.new_tokens, f"{arch}/{attn}: no multi-token step"
+        stats = out.stats
+        assert stats.new_tokens == out.sequences.shape[1] - prompt.shape[1]
+        assert sum(stats.accepted_per_step) == stats.new_tokens
+        assert all(1 <= k <= config.ngram for k in stats.accepted_per_step)
+        if config.guess_set == 0:
+            assert stats.steps == stats.new_tokens
+        exercised["examples"] += 1
+        exercised["sampled"] += decoding["do_sample"]
+        exercised["steps"] += stats.steps
+        exercised["multi_token_steps"] += sum(k > 1 for k in stats.accepted_per_step)
+        exercised["draft_wins"] += sum(s != "none" for s in stats.sources)
+
+    greedy_equals_plain_greedy()
+    assert exercised["steps"] > 0, dict(exercised)
+    assert exercised["multi_token_steps"] >= 0.05 * exercised["steps"], dict(exercised)
+    assert exercised["draft_wins"] > 0, dict(exercised)
