@@ -25,23 +25,21 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-from pydantic import ValidationError
-
 from experiments import datasets
-from experiments.generate import FlagError, add_lookahead_arguments, build_config, fail, int_at_least
+from experiments.cli import (
+    CliError, add_config_arguments, add_model_arguments, command_line, config_from_args, fail, import_strategies,
+    int_at_least, load_model_from_args, read_config_file, set_threads,
+)
 from experiments.harness import (
     BASELINE, OVERALL, GreedyMethod, LookaheadMethod, Method, PromptInput, PromptLookupMethod, Record,
     Summary, run_prompt, summarize, warm_up,
 )
+from experiments.runinfo import environment, loadavg
 from framework.config import LookaheadConfig
 
 METHOD_NAMES = ("greedy", "pld", "lookahead")
@@ -62,24 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
                       help="2: also the second turn of two-turn prompts (MT-Bench), after greedy's first answer")
     data.add_argument("--max-new-tokens", type=int_at_least(1), default=128)
 
-    model = parser.add_argument_group("model")
-    model.add_argument("--model", default=None, help="folder, .gguf file or cached Hub name (default model if unset)")
-    model.add_argument("--dtype", default="float32", help="float32 (exact on CPU), bfloat16 or float16")
-    model.add_argument("--attn", default="sdpa", help="attention implementation: sdpa or eager")
-    model.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    model.add_argument("--threads", type=int_at_least(1), default=None, help="torch CPU threads (default: torch's)")
+    add_model_arguments(parser)
 
     methods = parser.add_argument_group("methods")
     methods.add_argument("--methods", default="greedy,pld,lookahead",
                          help="comma list of greedy, pld, lookahead; greedy (the baseline) always runs")
     methods.add_argument("--lookahead", action="append", default=[], metavar="W,N,G",
-                         help="a lookahead config: the flags below with these W, N, G (repeat for several)")
-    methods.add_argument("--config", action="append", default=[], metavar="YAML",
-                         help="a file holding one LookaheadConfig mapping or a list of them (repeat for several)")
+                         help="one more lookahead config: the configuration flags with these W, N, G (repeatable)")
     methods.add_argument("--pld-tokens", type=int_at_least(1), default=10, help="prompt lookup: draft tokens per step")
     methods.add_argument("--pld-ngram", type=int_at_least(1), default=2, help="prompt lookup: longest n-gram matched")
 
-    add_lookahead_arguments(parser.add_argument_group("lookahead flags (unset: LookaheadConfig defaults)"))
+    add_config_arguments(parser, many=True)
 
     run = parser.add_argument_group("measuring and output")
     run.add_argument("--warmup", type=int, default=1, help="unrecorded runs of every method before timing")
@@ -99,58 +90,25 @@ def method_list(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in METHOD_NAMES]
     if unknown:
-        raise FlagError(f"--methods: unknown {unknown}; choose from {', '.join(METHOD_NAMES)}")
+        raise CliError(f"--methods: unknown {unknown}; choose from {', '.join(METHOD_NAMES)}")
     return [name for name in METHOD_NAMES if name in names or name == BASELINE]
 
 
 def lookahead_configs(args: argparse.Namespace) -> list[tuple[str | None, LookaheadConfig]]:
-    """``(label or None, config)`` for every lookahead config the flags and files ask for."""
-    base = build_config(args).model_dump()
-    configs: list[tuple[str | None, LookaheadConfig]] = []
+    """``(label or None, config)`` for every lookahead config asked for: each ``--config`` entry,
+    each ``--lookahead W,N,G``, else the flags alone; ``--set`` and the sugar flags apply to all."""
+    import_strategies(args.imports)
+    configs = [(label, config_from_args(args, raw, f"--config {path}"))
+               for path in args.config for label, raw in read_config_file(path)]
     for spec in args.lookahead:
-        configs.append((None, _wng_config(spec, base)))
-    for path in args.config:
-        configs.extend(load_config_file(path))
-    return configs or [(None, LookaheadConfig.model_validate(base))]
-
-
-def _wng_config(spec: str, base: dict[str, Any]) -> LookaheadConfig:
-    try:
-        window, ngram, guess_set = (int(part) for part in spec.split(","))
-    except ValueError:
-        raise FlagError(f"--lookahead: expected three integers W,N,G (e.g. 5,4,5), got {spec!r}") from None
-    try:
-        return LookaheadConfig.model_validate({**base, "window": window, "ngram": ngram, "guess_set": guess_set})
-    except ValidationError as error:
-        raise FlagError(f"--lookahead {spec}: {_errors(error)}") from None
-
-
-def load_config_file(path: str) -> list[tuple[str | None, LookaheadConfig]]:
-    """A YAML mapping (one config) or list of mappings; an optional ``label`` key names the method."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise FlagError(f"--config {path}: {error}") from None
-    items = data if isinstance(data, list) else [data]
-    configs = []
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise FlagError(f"--config {path}: entry {index} is {type(item).__name__}, expected a mapping of "
-                            f"LookaheadConfig fields (window, ngram, guess_set, pool, ...)")
-        item = dict(item)
-        label = item.pop("label", None)
         try:
-            configs.append((label, LookaheadConfig.model_validate(item)))
-        except ValidationError as error:
-            raise FlagError(f"--config {path} (entry {index}): {_errors(error)}") from None
-    return configs
-
-
-def _errors(error: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']} (got {e.get('input')!r})"
-                     for e in error.errors())
+            window, ngram, guess_set = (int(part) for part in spec.split(","))
+        except ValueError:
+            raise CliError(f"--lookahead: expected three integers W,N,G (e.g. 5,4,5), got {spec!r}") from None
+        sizes = {"window": window, "ngram": ngram, "guess_set": guess_set}
+        wng = argparse.Namespace(**{**vars(args), **dict.fromkeys(sizes)})  # these three replace the sugar flags
+        configs.append((None, config_from_args(wng, sizes, f"--lookahead {spec}")))
+    return configs or [(None, config_from_args(args))]
 
 
 def build_methods(args: argparse.Namespace) -> list[Method]:
@@ -166,7 +124,7 @@ def build_methods(args: argparse.Namespace) -> list[Method]:
     names = [method.name for method in methods]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
-        raise FlagError(f"--lookahead/--config: the same config twice ({', '.join(duplicates)}); "
+        raise CliError(f"--lookahead/--config: the same config twice ({', '.join(duplicates)}); "
                         f"drop one or give it a `label:` in its YAML file")
     return methods
 
@@ -245,76 +203,20 @@ def _throughput(records: Sequence[Record]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# The environment
+# The header
 
 
-def environment(args: argparse.Namespace, model, methods: Sequence[Method], prompts) -> dict[str, Any]:
-    """The header record: what was run, where, with which versions, under what load."""
-    device = model.device
+def header_record(args: argparse.Namespace, model, methods: Sequence[Method], prompts) -> dict[str, Any]:
+    """The header record: what was run (the command, prompts, methods), where and under what load."""
     return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python -m experiments.bench", *_argv(args)]),
-        "git": _git_commit(),
+        **environment(model),
+        "command": command_line("python -m experiments.bench", args.argv),
         "dataset": args.dataset, "limit_per_category": args.limit, "seed": args.seed, "turns": args.turns,
         "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
         "warmup": args.warmup, "repeats": args.repeats,
-        "model": args.model or "SmolLM2-135M-Instruct", "model_class": type(model).__name__,
-        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "attn": args.attn,
-        "device": str(device), "device_name": _device_name(device),
-        "torch_threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
-        "cpu_count": os.cpu_count(), "loadavg": _loadavg(),
-        "platform": platform.platform(), "versions": _versions(),
+        "model": args.model or "SmolLM2-135M-Instruct",
         "methods": {method.name: method.config for method in methods},
     }
-
-
-def _argv(args: argparse.Namespace) -> list[str]:
-    argv = getattr(args, "argv", None)
-    return sys.argv[1:] if argv is None else list(argv)
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata
-
-    versions = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "pydantic", "numpy", "lookahead-decoding"):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    versions["torch"] = torch.__version__
-    return versions
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
-def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                                text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{commit}{'+dirty' if dirty else ''}" if commit else None
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (OSError, AttributeError):
-        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -454,34 +356,18 @@ def read_run(path: str | Path) -> tuple[dict[str, Any], list[Record]]:
 # Weights & Biases (imported only with --wandb)
 
 
-class WandbLog:
-    def __init__(self, args: argparse.Namespace, header: dict[str, Any], out: Path) -> None:
-        os.environ.setdefault("WANDB_MODE", "offline")
-        import wandb
+def log_wandb(args: argparse.Namespace, header: dict[str, Any], records: Sequence[Record], out: Path) -> None:
+    """One W&B run after the measurements: the records as a table, the summary cells, the plots."""
+    from experiments.wandb_log import WandbLogger
 
-        self.wandb = wandb
-        self.run = wandb.init(project=args.wandb_project, name=out.name, config=header, dir=str(out),
-                              group=f"{header['dataset']}-{header['device']}",
-                              tags=[header["device"], header["dataset"], header["dtype"]])
-        self.rows: list[dict[str, Any]] = []
-
-    def record(self, record: Record) -> None:
-        data = record.to_json(with_outputs=False)
-        self.rows.append(data)
-        self.run.log({f"{record.method}/tokens_per_step": record.tokens_per_step,
-                      f"{record.method}/tokens_per_second": record.tokens_per_second})
-
-    def finish(self, rows: Sequence[Summary], out: Path) -> None:
-        columns = list(self.rows[0]) if self.rows else []
-        table = self.wandb.Table(columns=columns, data=[[json.dumps(r[c]) if isinstance(r[c], (list, dict)) else r[c]
-                                                          for c in columns] for r in self.rows])
-        self.run.log({"records": table})
-        self.run.summary.update({f"{row.category}/{row.method}/{key}": getattr(row, key)
-                                 for row in rows for key in ("tokens_per_step", "speedup", "identical")})
-        images = {name: self.wandb.Image(str(out / name)) for name in (SPEEDUP_PNG, ACCEPTED_PNG) if (out / name).exists()}
-        if images:
-            self.run.log(images)
-        self.run.finish()
+    logger = WandbLogger(args.wandb_project, f"{header['dataset']}-{header['device']}", out,
+                         tags=[header["device"], header["dataset"], header["dtype"]], config=header)
+    run = logger.run(out.name, "bench")
+    run.log({"records": logger.table([record.to_json(with_outputs=False) for record in records]),
+             **logger.images([out / SPEEDUP_PNG, out / ACCEPTED_PNG])})
+    run.summary.update({f"{row.category}/{row.method}/{key}": getattr(row, key)
+                        for row in summarize(records) for key in ("tokens_per_step", "speedup", "identical")})
+    logger.finish(run)
 
 
 # --------------------------------------------------------------------------------------------
@@ -501,46 +387,47 @@ def main(argv: list[str] | None = None, *, model_and_tokenizer=None) -> int:
     try:
         methods = build_methods(args)
         prompts = datasets.load_dataset(args.dataset, limit_per_category=args.limit, seed=args.seed)
-    except (FlagError, ValueError, ModuleNotFoundError, FileNotFoundError) as error:
+        out = output_folder(args.out)
+        threads = set_threads(args.threads)
+        model, tokenizer = model_and_tokenizer or load_model_from_args(args)
+    except CliError as error:
+        return fail(error, 1 if str(error).startswith("--model") else 2)
+    except (ValueError, ModuleNotFoundError, FileNotFoundError) as error:
         return fail(error, 2)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    if model_and_tokenizer is None:
-        from framework.models import load_model
-
-        try:
-            model_and_tokenizer = load_model(args.model, dtype=args.dtype, attn_implementation=args.attn,
-                                             device=args.device)
-        except (OSError, ValueError, ImportError) as error:
-            return fail(f"--model {args.model}: {error}", 1)
-    model, tokenizer = model_and_tokenizer
-    return measure_and_report(args, model, tokenizer, prompts, methods)
+    print(f"[bench] {len(prompts)} prompts x {len(methods)} methods on {model.device}, {threads} -> {out}",
+          file=sys.stderr)
+    return measure_and_report(args, model, tokenizer, prompts, methods, out)
 
 
-def measure_and_report(args, model, tokenizer, prompts, methods) -> int:
-    """The run proper: header, records as they come, the report; returns 0."""
-    out = Path(args.out or Path("bench_results") / dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    out.mkdir(parents=True, exist_ok=True)
-    header = environment(args, model, methods, prompts)
+def output_folder(path: str | None) -> Path:
+    """``--out`` (default ``bench_results/<timestamp>``), refused if it already holds a run: two
+    runs in one records file would be reported as one."""
+    out = Path(path or Path("bench_results") / dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    if (out / RECORDS).exists():
+        raise CliError(f"--out {out}: already holds a run ({RECORDS}); choose a new folder "
+                       f"(or re-render that one with --report {out})")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CliError(f"--out {out}: cannot create it ({error.strerror or error})") from None
+    return out
+
+
+def measure_and_report(args, model, tokenizer, prompts, methods, out: Path) -> int:
+    """The run proper: header, records as they come, the report (stdout); returns 0."""
+    header = header_record(args, model, methods, prompts)
     writer = RecordWriter(out / RECORDS)
     writer.write("header", header)
-    log = WandbLog(args, header, out) if args.wandb else None
-    print(f"[bench] {len(prompts)} prompts x {len(methods)} methods -> {out}", file=sys.stderr)
-
-    def on_record(record: Record) -> None:
-        writer.write("record", record.to_json())
-        if log is not None:
-            log.record(record)
-
     start = time.perf_counter()
     try:
-        records = run_benchmark(model, tokenizer, prompts, methods, args, on_record)
+        records = run_benchmark(model, tokenizer, prompts, methods, args,
+                                lambda record: writer.write("record", record.to_json()))
     finally:
-        writer.write("footer", {"elapsed_seconds": round(time.perf_counter() - start, 2), "loadavg": _loadavg()})
+        writer.write("footer", {"elapsed_seconds": round(time.perf_counter() - start, 2), "loadavg": loadavg()})
         writer.close()
     text = write_report(out, header, records, plots=not args.no_plots)
-    if log is not None:
-        log.finish(summarize(records), out)
+    if args.wandb:
+        log_wandb(args, header, records, out)
     print(text)
     return 0
 

@@ -41,7 +41,9 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import torch
 
+from experiments.runinfo import loadavg
 from framework import LookaheadConfig, LookaheadEngine
+from framework.processors import eos_token_ids
 
 BASELINE = "greedy"
 
@@ -118,18 +120,13 @@ class Method(Protocol):
     def run(self, model, input_ids: torch.Tensor, max_new_tokens: int) -> tuple[torch.Tensor, Any]: ...
 
 
-def eos_ids(model) -> int | list[int] | None:
-    """The stop token(s) every method gets: the model's generation_config's."""
-    return model.generation_config.eos_token_id
-
-
 def _hf_generate(model, input_ids: torch.Tensor, max_new_tokens: int, **extra) -> torch.Tensor:
     return model.generate(
         input_ids,
         attention_mask=torch.ones_like(input_ids),  # no padding: a prompt holding the pad id stays unmasked
         max_new_tokens=max_new_tokens,
         min_new_tokens=0,
-        eos_token_id=eos_ids(model),
+        eos_token_id=eos_token_ids(model.generation_config),
         do_sample=False,
         num_beams=1,
         **extra,
@@ -177,8 +174,8 @@ class LookaheadMethod:
         elif isinstance(config, dict):
             config = LookaheadConfig.model_validate(config)
         self.lookahead_config = config
-        self.name = name or lookahead_name(config)
-        self.config = {"method": "lookahead", **config.model_dump(mode="json")}
+        self.name = name or f"lookahead[{config_label(config)}]"
+        self.config = {"method": "lookahead", **dump_config(config)}
         self._engine: LookaheadEngine | None = None
 
     def engine(self, model) -> LookaheadEngine:
@@ -187,31 +184,31 @@ class LookaheadMethod:
         return self._engine
 
     def run(self, model, input_ids, max_new_tokens):
-        out = self.engine(model).generate(input_ids, max_new_tokens=max_new_tokens, eos_token_id=eos_ids(model))
+        out = self.engine(model).generate(input_ids, max_new_tokens=max_new_tokens,
+                                          eos_token_id=eos_token_ids(model.generation_config))
         return out.sequences, out.stats
 
 
-def lookahead_name(config: LookaheadConfig) -> str:
-    """``lookahead[W=5,N=4,G=5]``, plus every other field that differs from the defaults,
-    e.g. ``lookahead[W=5,N=4,G=5,pool=lfu,pool.capacity=8]``."""
+def config_label(config: LookaheadConfig) -> str:
+    """``W=2 N=4 G=3`` plus every other value that differs from the defaults, strategy
+    parameters included: ``W=2 N=4 G=3 pool=lfu(capacity=8,seed_from_prompt=False)``."""
+    data, default = dump_config(config), dump_config(LookaheadConfig())
     parts = [f"W={config.window}", f"N={config.ngram}", f"G={config.guess_set}"]
-    default = flatten_config(LookaheadConfig().model_dump(mode="json"))
-    for key, value in flatten_config(config.model_dump(mode="json")).items():
-        if key in ("window", "ngram", "guess_set") or default.get(key) == value:
-            continue
-        parts.append(f"{key.removesuffix('.name')}={value}")
-    return f"lookahead[{','.join(parts)}]"
-
-
-def flatten_config(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mapping -> dotted keys: {'pool': {'name': 'lru'}} -> {'pool.name': 'lru'}."""
-    flat: dict[str, Any] = {}
     for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(flatten_config(value, f"{prefix}{key}."))
+        if key in ("window", "ngram", "guess_set") or value == default.get(key):
+            continue
+        if isinstance(value, dict):  # a strategy block: its name, then params off that strategy's defaults
+            base = dump_config(LookaheadConfig.model_validate({key: {"name": value["name"]}}))[key]
+            extra = ",".join(f"{k}={v}" for k, v in value.items() if k != "name" and base.get(k) != v)
+            parts.append(f"{key}={value['name']}" + (f"({extra})" if extra else ""))
         else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+            parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+def dump_config(config: LookaheadConfig) -> dict[str, Any]:
+    """The config as JSON-ready data, every strategy's own params included."""
+    return config.model_dump(mode="json", serialize_as_any=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,7 +386,7 @@ def measure(
     record = _record(method, counter, stats, output, prompt_tokens, max_new_tokens, wall)
     record.prompt_id, record.category, record.turn = str(prompt_id), category, turn
     record.peak_memory_mb = meter.peak_mb if meter is not None else None
-    record.loadavg_1m = _loadavg()
+    record.loadavg_1m = (loadavg() or [None])[0]
     if baseline_ids is not None:
         compare(record, baseline_ids, prompt_tokens)
     return record
@@ -436,13 +433,6 @@ def _first_difference(a: list[int], b: list[int]) -> int | None:
         if x != y:
             return i
     return None if len(a) == len(b) else min(len(a), len(b))
-
-
-def _loadavg() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except (OSError, AttributeError):
-        return None
 
 
 def warm_up(model, methods: Sequence[Method], input_ids: torch.Tensor, max_new_tokens: int, runs: int = 1) -> None:
@@ -542,6 +532,8 @@ class Summary:
                       prompt; each wall is already a median over repeats.
     identical:        share of prompts whose output equals the baseline's (None: no baseline).
     tokens_per_second: total new tokens / total wall seconds.
+    peak_memory_mb:   the highest peak over the prompts (None: not measured).
+    The one aggregation of records: bench tables, sweep trials and held-out checks all use it.
     """
 
     category: str
@@ -590,5 +582,5 @@ def _summary(category: str, method: str, records: list[Record], base: dict) -> S
         speedup=statistics.median(ratios) if ratios else None,
         identical=sum(flags) / len(flags) if flags else None,
         tokens_per_second=new_tokens / seconds if seconds > 0 else 0.0,
-        peak_memory_mb=statistics.median(memory) if memory else None,
+        peak_memory_mb=max(memory) if memory else None,
     )

@@ -35,9 +35,13 @@ from typing import Any
 import torch
 
 from experiments import datasets
-from experiments.generate import eos_ids
+from experiments.cli import (
+    CliError, add_config_arguments, add_model_arguments, command_line, fail, int_at_least, load_model_from_args,
+    set_threads, single_config,
+)
 from framework import LookaheadConfig, LookaheadEngine
-from framework.models import DEFAULT_MODEL, load_model
+from framework.models import DEFAULT_MODEL
+from framework.processors import eos_token_ids
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "greedy": {"do_sample": False},
@@ -74,15 +78,11 @@ class Totals:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m experiments.sampling_report", description=__doc__.split("\n")[0])
-    parser.add_argument("--limit", type=int, default=1, help="Spec-Bench prompts per category")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--limit", type=int_at_least(1), default=1, help="Spec-Bench prompts per category")
+    parser.add_argument("--max-new-tokens", type=int_at_least(1), default=64)
     parser.add_argument("--seed", type=int, default=0, help="prompt sample and sampling seeds")
-    parser.add_argument("--model", default=None, help=f"model (default {DEFAULT_MODEL})")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    parser.add_argument("--window", type=int, default=None, help="[W] (default: LookaheadConfig's)")
-    parser.add_argument("--ngram", type=int, default=None, help="[N] (default: LookaheadConfig's)")
-    parser.add_argument("--guess-set", type=int, default=None, help="[G] (default: LookaheadConfig's)")
+    add_model_arguments(parser)
+    add_config_arguments(parser)
     return parser
 
 
@@ -107,7 +107,7 @@ def plain_run(model, input_ids, max_new_tokens, eos, settings, seed) -> tuple[to
 
 def measure(model, tokenizer, prompts, config: LookaheadConfig, max_new_tokens: int, seed: int):
     """Totals per setting and per (setting, category)."""
-    eos = eos_ids(model, tokenizer)
+    eos = eos_token_ids(model.generation_config)
     engine = LookaheadEngine(model, config)
     # warm-up: both methods once on the first prompt (first-call costs, weights paging in)
     warm = datasets.encode(tokenizer, prompts[0]).to(model.device)
@@ -166,24 +166,27 @@ def render(overall, by_category, categories: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    fields = {k: getattr(args, k) for k in ("window", "ngram", "guess_set") if getattr(args, k) is not None}
-    config = LookaheadConfig(**fields)
-    prompts = datasets.load_dataset("spec_bench", limit_per_category=args.limit, seed=args.seed)
-    model, tokenizer = load_model(args.model, device=args.device)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        config = single_config(args)
+        threads = set_threads(args.threads)
+        prompts = datasets.load_dataset("spec_bench", limit_per_category=args.limit, seed=args.seed)
+        model, tokenizer = load_model_from_args(args)
+    except CliError as error:
+        return fail(error, 1 if str(error).startswith("--model") else 2)
     print(
-        f"[{args.model or DEFAULT_MODEL}] {config.summary()} | {len(prompts)} prompts, "
-        f"max_new_tokens={args.max_new_tokens}, threads={torch.get_num_threads()}, device={model.device}",
+        f"[{args.model or DEFAULT_MODEL}] W={config.window} N={config.ngram} G={config.guess_set} | {len(prompts)} "
+        f"prompts, max_new_tokens={args.max_new_tokens}, {threads}, device={model.device}",
         file=sys.stderr,
     )
     start = time.perf_counter()
     overall, by_category = measure(model, tokenizer, prompts, config, args.max_new_tokens, args.seed)
     categories = list(dict.fromkeys(p.category for p in prompts))
     print(render(overall, by_category, categories))
-    print(f"\n({time.perf_counter() - start:.0f} s; command: python -m experiments.sampling_report "
-          f"{' '.join(sys.argv[1:] if argv is None else argv)})")  # fmt: skip
+    print(f"\n({time.perf_counter() - start:.0f} s; command: {command_line('python -m experiments.sampling_report', argv)})")
     return 0
 
 

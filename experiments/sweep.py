@@ -23,7 +23,8 @@ storage heartbeat); time the baseline; run the trials (a seeded TPE sampler whos
 seed plus the study's trial count; prompts shortest first with median pruning); time the baseline
 again; re-measure the best feasible config against plain greedy on held-out prompts, interleaved;
 write ``<results>/<study>/best.yaml``, ``summary.json`` and ``report.html`` (+ PNGs); print the
-config, the flags and an optuna-dashboard hint. Exit status: 0 done, 1 no feasible trial or the
+config, the commands that use it (tested by running them) and an optuna-dashboard hint; a
+warning when the best config is not faster than plain greedy on the held-out prompts. Exit status: 0 done, 1 no feasible trial or the
 model failed, 2 a bad flag or sweep file (the message names the key), 130 interrupted (rerun to
 resume).
 """
@@ -31,7 +32,6 @@ resume).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import re
 import sys
@@ -44,14 +44,19 @@ from typing import Any, Callable
 import torch
 from pydantic import ValidationError
 
-from experiments.generate import int_at_least
+from experiments.cli import (
+    CliError, add_model_arguments, assign, command_line, fail, import_strategies, int_at_least, load_model_from_args,
+    parse_set, set_threads,
+)
+from experiments.harness import config_label, dump_config
+from experiments.runinfo import describe_device, git_commit, loadavg, now
 from experiments.sweep_measure import (
     Baseline, TrialRecords, drift, heldout_prompts, measure_config, measure_heldout, sweep_prompts, time_baseline,
 )
 from experiments.sweep_report import (
-    BEST_YAML, REPORT_HTML, SUMMARY_JSON, WandbLog, best_yaml, cli_flags, config_label, write_report,
+    BEST_YAML, REPORT_HTML, SUMMARY_JSON, best_yaml, log_summary, log_trial, use_commands, write_report,
 )
-from experiments.sweep_space import OBJECTIVES, SpaceError, Sweep, dump_config, load_sweep
+from experiments.sweep_space import OBJECTIVES, SpaceError, Sweep, load_sweep, parse_sweep
 from framework.config import LookaheadConfig
 
 DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "sweeps" / "default.yaml"
@@ -70,15 +75,16 @@ class InvalidConfig(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__.split("\n")[0])
     parser.add_argument("--space", default=str(DEFAULT_SPACE), help="sweep file (default sweeps/default.yaml)")
-    parser.add_argument("--model", default=None, help="folder, .gguf file or cached Hub name (default model if unset)")
-    parser.add_argument("--dtype", default=None, help="overrides the file's dtype (float32 keeps greedy exact)")
-    parser.add_argument("--attn", default="sdpa", help="attention implementation: sdpa or eager")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    parser.add_argument("--threads", type=int_at_least(1), default=None, help="torch CPU threads (overrides the file)")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE",
+                        help="register strategies from a module or a .py file first (repeatable)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any key of the sweep file, dotted: limit=2, space.window.high=4, "
+                             "heldout.limit=2 (repeatable; YAML values)")
+    add_model_arguments(parser, dtype=None)
     parser.add_argument("--dataset", default=None, help="overrides the file's dataset")
     parser.add_argument("--limit", type=int_at_least(1), default=None, help="prompts per category (overrides the file)")
     parser.add_argument("--max-new-tokens", type=int_at_least(1), default=None, help="overrides the file")
-    parser.add_argument("--trials", type=int, default=None, help="trials to measure now (0: only report)")
+    parser.add_argument("--trials", type=int_at_least(0), default=None, help="trials to measure now (0: only report)")
     parser.add_argument("--objective", default=None, help="speed (tokens/s), tokens_per_step, speedup, memory; "
                         "comma-separated for several, e.g. speed,memory")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
@@ -90,10 +96,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Sweep-file keys the flags replace (unset flags keep the file's values)."""
-    return {"dataset": args.dataset, "limit": args.limit, "max_new_tokens": args.max_new_tokens, "trials": args.trials,
-            "objective": args.objective, "threads": args.threads, "dtype": args.dtype}
+def read_sweep(args: argparse.Namespace) -> Sweep:
+    """The sweep file with the flags applied: ``--import`` first, then the override flags and
+    ``--set`` (dotted keys into the file), validated as one file."""
+    import yaml
+
+    import_strategies(args.imports)
+    try:
+        raw = yaml.safe_load(Path(args.space).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise SpaceError(f"--space {args.space}: {error}") from None
+    if not isinstance(raw, dict):
+        return load_sweep(args.space)  # its own error names the file
+    flags = {"dataset": args.dataset, "limit": args.limit, "max_new_tokens": args.max_new_tokens,
+             "trials": args.trials, "objective": args.objective, "threads": args.threads, "dtype": args.dtype}
+    raw.update({key: value for key, value in flags.items() if value is not None})
+    for item in args.sets:
+        key, value = parse_set(item)
+        assign(raw, key, value, f"--set {item}")
+    return parse_sweep(raw, source=args.space)
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,16 +130,6 @@ class Target:
 
     def study_name(self, sweep: Sweep) -> str:
         return f"{self.model} | {self.device} | {sweep.spec.name}-{sweep.fingerprint()}"
-
-
-def describe_device(model) -> str:
-    from experiments.bench import _device_name
-
-    device = model.device
-    if device.type == "cpu":
-        threads = torch.get_num_threads()
-        return f"{_device_name(device)} (cpu, {threads} thread{'s' if threads > 1 else ''})"
-    return f"{_device_name(device)} ({device.type})"
 
 
 def model_label(name: str | None, dtype: str, model=None) -> str:
@@ -321,6 +332,7 @@ class RunSettings:
     command: str = "python -m experiments.sweep"
     heartbeat: int = HEARTBEAT_SECONDS
     grace: int = GRACE_SECONDS
+    imports: list[str] = field(default_factory=list)  # --import specs, repeated in the "use it" commands
 
 
 def results_root(settings: RunSettings) -> Path:
@@ -338,7 +350,7 @@ def run_sweep(sweep: Sweep, model, tokenizer, settings: RunSettings, log: Callab
     log = log or (lambda text: print(text, file=sys.stderr))
     started = time.perf_counter()
     spec = sweep.spec
-    target = Target(model_label(settings.model_name, spec.dtype, model), describe_device(model))
+    target = Target(model_label(settings.model_name, spec.dtype, model), describe_device(model.device))
     name = target.study_name(sweep)
     out = results_root(settings) / slug(name)
     out.mkdir(parents=True, exist_ok=True)
@@ -365,19 +377,19 @@ def run_sweep(sweep: Sweep, model, tokenizer, settings: RunSettings, log: Callab
             summary["best"] = _best_entry(best)
             if settings.heldout:
                 summary["heldout"] = _heldout(model, tokenizer, sweep, best, prompts, log)
-            _write_best(out, best, summary, target, sweep)
+            _write_best(out, best, summary, target, sweep, settings)
         images = [out / n for n in write_report(study, out, spec.objectives(), summary)] if settings.report else []
         summary["elapsed_seconds"] = round(time.perf_counter() - started, 1)
         (out / SUMMARY_JSON).write_text(json.dumps(summary, indent=2, default=str))
         if wandb_log is not None:
-            wandb_log.summary(study, summary, images)
+            log_summary(wandb_log, study, summary, images)
     _print_result(summary, out, settings, log)
     return summary
 
 
 def _start_session(study, settings: RunSettings, baseline: Baseline) -> int:
     sessions = list(study.user_attrs.get("sessions", []))
-    sessions.append({"date": _now(), "command": settings.command, "git": _git(), "loadavg": _loadavg(),
+    sessions.append({"date": now(), "command": settings.command, "git": git_commit(), "loadavg": loadavg(),
                      "baseline": baseline.to_json()})
     study.set_user_attr("sessions", sessions)
     return len(sessions) - 1
@@ -398,7 +410,7 @@ def _trials_with_progress(study, sweep: Sweep, objective: TrialObjective, wandb_
             bar.set_postfix_str(f"best #{best.number} {best.values[0]:.3g} {unit} [{best.user_attrs.get('label', '')}]",
                                 refresh=True)
         if wandb_log is not None:
-            wandb_log.trial(trial)
+            log_trial(wandb_log, trial)
 
     try:
         return run_trials(study, objective, sweep.spec.trials, on_trial)
@@ -434,7 +446,7 @@ def _summarize(study, sweep, name, target, settings, prompts, start, end, starte
     states = [t.state.name for t in study.trials]
     return {
         "study": name, "storage": settings.storage, "model": target.model, "device": target.device,
-        "space": sweep.source, "command": settings.command, "date": _now(), "loadavg": _loadavg(), "git": _git(),
+        "space": sweep.source, "command": settings.command, "date": now(), "loadavg": loadavg(), "git": git_commit(),
         "trials": {s: states.count(s) for s in sorted(set(states))},
         "objective": sweep.spec.objective, "prompts": [p.prompt_id for p in prompts],
         "drift": drift(start, end),
@@ -446,10 +458,10 @@ def _best_entry(best) -> dict[str, Any]:
             "config": best.user_attrs["config"], "metrics": best.user_attrs.get("metrics", {})}
 
 
-def _write_best(out: Path, best, summary: dict[str, Any], target: Target, sweep: Sweep) -> None:
+def _write_best(out: Path, best, summary: dict[str, Any], target: Target, sweep: Sweep, settings) -> None:
     config = LookaheadConfig.model_validate(best.user_attrs["config"])
     metrics, held = best.user_attrs.get("metrics", {}), summary.get("heldout")
-    flags, unexpressed = cli_flags(config)
+    commands = use_commands(out / BEST_YAML, [*settings.imports, *sweep.spec.imports], settings.model_name, sweep.spec)
     comments = [f"Best lookahead config for {target.model} on {target.device}",
                 f"study {summary['study']!r}, trial #{best.number}, {summary['date']}",
                 f"sweep prompts: {metrics.get('tokens_per_second', 0):.1f} tokens/s, "
@@ -457,9 +469,9 @@ def _write_best(out: Path, best, summary: dict[str, Any], target: Target, sweep:
     if held and held.get("speedup") is not None:
         comments.append(f"held-out ({held['prompts']} unseen prompts): {held['speedup']:.2f}x plain greedy, "
                         f"identical outputs {100 * (held['identical'] or 0):.0f}%")
-    comments.append(f"python -m experiments.bench --config {out / BEST_YAML}")
-    (out / BEST_YAML).write_text(best_yaml(config, comments))
-    summary["best"].update({"yaml": str(out / BEST_YAML), "flags": flags, "flags_cannot_set": unexpressed})
+    (out / BEST_YAML).write_text(best_yaml(config, comments + commands))
+    summary["best"].update({"yaml": str(out / BEST_YAML), "commands": commands,
+                            "faster_than_greedy": None if not held else (held.get("speedup") or 0) > 1.0})
 
 
 def _print_result(summary: dict[str, Any], out: Path, settings: RunSettings, log) -> None:
@@ -482,37 +494,26 @@ def _print_result(summary: dict[str, Any], out: Path, settings: RunSettings, log
                      f"{held['tokens_per_step']:.2f} tokens/step, identical {100 * (held['identical'] or 0):.0f}%)")
     lines.append(f"# config ({best['yaml']}):")
     lines.append(yaml.safe_dump(best["config"], sort_keys=False).rstrip())
-    flags = " ".join(best["flags"])
-    lines.append(f"# flags: python -m experiments.generate --compare --prompt \"...\" {flags}")
-    lines.append(f"#        python -m experiments.bench --methods greedy,lookahead {flags}")
-    if best["flags_cannot_set"]:
-        lines.append(f"#        (no flag sets {', '.join(best['flags_cannot_set'])}: use --config {best['yaml']})")
+    lines.append("# use it:")
+    lines += best["commands"]
     if settings.report and (out / REPORT_HTML).exists():
         lines.append(f"# report: {out / REPORT_HTML}")
     lines.append(f"# dashboard: pip install optuna-dashboard && optuna-dashboard {settings.storage}")
     print("\n".join(lines))
+    if best.get("faster_than_greedy") is False:
+        log(f"[sweep] WARNING: the best configuration is not faster than plain greedy on held-out prompts "
+            f"({held['speedup']:.2f}x; {best['metrics'].get('speedup', 0):.2f}x on the sweep prompts was noise or "
+            f"overfitting to {summary['trials'].get('COMPLETE', 0)} trials). Try: more trials (rerun the same command), "
+            f"more prompts per trial (--limit 2), decoding at the thread count you measured with, or plain decoding "
+            f"(--window 0 --guess-set 0) on this device.")
 
 
-def _wandb(settings: RunSettings, name: str, target: Target, out: Path) -> WandbLog:
+def _wandb(settings: RunSettings, name: str, target: Target, out: Path):
+    from experiments.wandb_log import WandbLogger
+
     device_kind = target.device.split(" (")[-1].rstrip(")")  # "cpu, 1 thread", "cuda"
-    return WandbLog(settings.wandb_project, slug(name), out, tags=[target.model, device_kind],
-                    context={"study": name, "model": target.model, "device": target.device})
-
-
-def _git() -> str | None:
-    from experiments.bench import _git_commit
-
-    return _git_commit()
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _loadavg() -> list[float] | None:
-    from experiments.sweep_measure import _loadavg as loadavg
-
-    return loadavg()
+    return WandbLogger(settings.wandb_project, slug(name), out, tags=[target.model, device_kind],
+                       config={"study": name, "model": target.model, "device": target.device})
 
 
 # --------------------------------------------------------------------------------------------
@@ -527,34 +528,20 @@ def main(argv: list[str] | None = None, *, model_and_tokenizer=None) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     try:
-        sweep = load_sweep(args.space, overrides(args))
-    except SpaceError as error:
-        return _fail(error, 2)
-    if sweep.spec.threads is not None:
-        torch.set_num_threads(sweep.spec.threads)
-    if model_and_tokenizer is None:
-        from framework.models import load_model
-
-        try:
-            model_and_tokenizer = load_model(args.model, dtype=sweep.spec.dtype, attn_implementation=args.attn,
-                                             device=args.device)
-        except (OSError, ValueError, ImportError) as error:
-            return _fail(f"--model {args.model}: {error}", 1)
-    argv_text = " ".join(sys.argv[1:] if argv is None else argv)
+        sweep = read_sweep(args)
+        set_threads(sweep.spec.threads)
+        model_and_tokenizer = model_and_tokenizer or load_model_from_args(args, dtype=sweep.spec.dtype)
+    except (SpaceError, CliError) as error:
+        return fail(error, 1 if str(error).startswith("--model") else 2)
     settings = RunSettings(storage=args.storage, out=args.out, model_name=args.model, heldout=not args.no_heldout,
                            report=not args.no_report, wandb=args.wandb, wandb_project=args.wandb_project,
-                           command=f"python -m experiments.sweep {argv_text}".strip())
+                           command=command_line("python -m experiments.sweep", argv), imports=list(args.imports))
     try:
         summary = run_sweep(sweep, *model_and_tokenizer, settings)
     except KeyboardInterrupt:
         print("\n[sweep] interrupted: finished trials are kept; rerun the same command to resume", file=sys.stderr)
         return 130
     return 0 if summary.get("best") else 1
-
-
-def _fail(error: object, status: int) -> int:
-    print(f"error: {error}", file=sys.stderr)
-    return status
 
 
 if __name__ == "__main__":

@@ -18,12 +18,12 @@ Glossary:
 
 Example (6 prompts, 64 new tokens each, baseline 10 s in all): a trial decodes the 384 tokens in
 8 s -> tokens_per_second = 48, speedup = the median over prompts of baseline wall / trial wall
-(~1.25), tokens_per_step = accepted tokens pooled over all decoding steps.
+(~1.25), tokens_per_step = accepted tokens pooled over all decoding steps: the overall row of
+``harness.summarize``, the same aggregation as the bench's tables.
 """
 
 from __future__ import annotations
 
-import os
 import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -32,10 +32,11 @@ import torch
 
 from experiments import datasets
 from experiments.harness import (
-    BASELINE, OVERALL, GreedyMethod, LookaheadMethod, PromptInput, Record, measure, run_interleaved, summarize,
-    warm_up,
+    BASELINE, OVERALL, GreedyMethod, LookaheadMethod, PromptInput, Record, dump_config, measure, run_interleaved,
+    summarize, warm_up,
 )
-from experiments.sweep_space import SweepSpec, dump_config
+from experiments.runinfo import loadavg
+from experiments.sweep_space import SweepSpec
 from framework.config import LookaheadConfig
 
 
@@ -112,20 +113,18 @@ class TrialRecords:
     mismatches: dict[str, int] = field(default_factory=dict)  # prompt id -> first differing index
 
     def metrics(self, baseline: Baseline) -> dict[str, float]:
-        """tokens/s, speedup vs the baseline, tokens/step, peak memory, and the output checks."""
-        records = self.records
-        seconds = sum(r.wall_seconds for r in records)
-        new_tokens = sum(r.new_tokens for r in records)
-        steps = [a for r in records for a in r.accepted_per_step]
-        ratios = [baseline.records[r.prompt_id].wall_seconds / r.wall_seconds for r in records if r.wall_seconds > 0]
-        memory = [r.peak_memory_mb for r in records if r.peak_memory_mb is not None]
+        """The trial's overall row of ``harness.summarize`` (tokens/s, speedup vs the baseline,
+        tokens/step, peak memory) and the output checks."""
+        rows = summarize(self.records + list(baseline.records.values()))
+        row = next((r for r in rows if r.category == OVERALL and r.method != BASELINE), None)
         return {
-            "tokens_per_second": new_tokens / seconds if seconds > 0 else 0.0,
-            "speedup": statistics.median(ratios) if ratios else 0.0,
-            "tokens_per_step": sum(steps) / len(steps) if steps else 0.0,
-            "peak_memory_mb": max(memory) if memory else 0.0,
-            "prompts": len(records), "new_tokens": new_tokens, "wall_seconds": seconds,
-            "identical": sum(bool(r.identical) for r in records),
+            "tokens_per_second": row.tokens_per_second if row else 0.0,
+            "speedup": (row.speedup or 0.0) if row else 0.0,
+            "tokens_per_step": row.tokens_per_step if row else 0.0,
+            "peak_memory_mb": (row.peak_memory_mb or 0.0) if row else 0.0,
+            "prompts": len(self.records), "new_tokens": sum(r.new_tokens for r in self.records),
+            "wall_seconds": sum(r.wall_seconds for r in self.records),
+            "identical": sum(bool(r.identical) for r in self.records),
             "near_ties": len(self.near_ties), "mismatches": len(self.mismatches),
         }
 
@@ -212,13 +211,6 @@ def measure_heldout(model, config: LookaheadConfig, prompts: Sequence[PromptInpu
         "tokens_per_second": best.tokens_per_second if best else None,
         "greedy_tokens_per_second": greedy.tokens_per_second if greedy else None,
         "by_category": {row.category: row.speedup for row in rows if row.method == name and row.category != OVERALL},
-        "loadavg": _loadavg(),
+        "loadavg": loadavg(),
         "config": dump_config(config),
     }
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (OSError, AttributeError):
-        return None

@@ -1,87 +1,39 @@
-"""What a sweep leaves behind: the best config as YAML and as CLI flags, a PNG/HTML report of the
-study, and (with ``--wandb``) one W&B run per trial plus a summary run.
+"""What a sweep leaves behind: the best config as YAML with the commands that use it, a PNG/HTML
+report of the study, and (with ``--wandb``) one W&B run per trial plus a summary run.
 
-The best-config file is a plain ``LookaheadConfig`` mapping with comments on top, so both
-``python -m experiments.bench --config best.yaml`` and ``LookaheadConfig.model_validate(
-yaml.safe_load(...))`` read it. The flags are checked by parsing them with
-``experiments.generate``'s own parser: a field no flag can set is named, and the file is the way.
+The best-config file is a plain ``LookaheadConfig`` mapping with comments on top, so
+``--config best.yaml`` in every command and ``LookaheadConfig.model_validate(yaml.safe_load(...))``
+both read it.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import os
+import shlex
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from experiments.harness import flatten_config
-from experiments.sweep_space import OBJECTIVES, dump_config
+from experiments.cli import flatten
+from experiments.harness import dump_config
+from experiments.sweep_space import OBJECTIVES
 from framework.config import LookaheadConfig
-from strategies.base import ROLES
 
 BEST_YAML, SUMMARY_JSON, REPORT_HTML = "best.yaml", "summary.json", "report.html"
 
 
-# --------------------------------------------------------------------------------------------
-# Labels and flags
-
-
-def config_label(config: LookaheadConfig) -> str:
-    """``W=2 N=4 G=3`` plus every other value that differs from the defaults, strategy
-    parameters included: ``W=2 N=4 G=3 pool=lfu(capacity=8,seed_from_prompt=False)``."""
-    data, default = dump_config(config), dump_config(LookaheadConfig())
-    parts = [f"W={config.window}", f"N={config.ngram}", f"G={config.guess_set}"]
-    for key, value in data.items():
-        if key in ("window", "ngram", "guess_set") or value == default.get(key):
-            continue
-        if key in ROLES:
-            base = dump_config(LookaheadConfig.model_validate({key: {"name": value["name"]}}))[key]
-            extra = ",".join(f"{k}={v}" for k, v in value.items() if k != "name" and base.get(k) != v)
-            parts.append(f"{key}={value['name']}" + (f"({extra})" if extra else ""))
-        else:
-            parts.append(f"{key}={value}")
-    return " ".join(parts)
-
-
-def cli_flags(config: LookaheadConfig) -> tuple[list[str], list[str]]:
-    """Flags for ``python -m experiments.generate`` / ``experiments.bench`` that build ``config``,
-    and the ``field=value`` settings no flag can express (use the YAML file for those)."""
-    from experiments.generate import CONFIG_FLAGS, PARAM_FLAGS
-
-    data, default = dump_config(config), dump_config(LookaheadConfig())
-    flags: list[str] = []
-    for key, value in data.items():
-        if key in ROLES:
-            flags += _role_flags(key, value, default[key], PARAM_FLAGS)
-        elif key in ("window", "ngram", "guess_set") or value != default[key]:
-            flags += _flag(CONFIG_FLAGS.get(key), value)
-    unexpressed = [f"{k}={v}" for k, v in flatten_config(data).items() if flatten_config(_parse_flags(flags)).get(k) != v]
-    return flags, unexpressed
-
-
-def _role_flags(role: str, block: dict, default: dict, param_flags: dict) -> list[str]:
-    flags = [] if block == default else [f"--{role}", str(block["name"])]
-    base = dump_config(LookaheadConfig.model_validate({role: {"name": block["name"]}}))[role]
-    for field, value in block.items():
-        if field != "name" and value != base.get(field):
-            flags += _flag(param_flags.get((role, field)), value)
-    return flags
-
-
-def _flag(flag: str | None, value: Any) -> list[str]:
-    if flag is None:
-        return []
-    if flag.startswith("--no-"):  # a switch that turns a default-True setting off
-        return [flag] if value is False else []
-    return [flag, str(value)]
-
-
-def _parse_flags(flags: list[str]) -> dict[str, Any]:
-    from experiments.generate import build_config, build_parser
-
-    return dump_config(build_config(build_parser().parse_args(["--prompt", "-", *flags])))
+def use_commands(best: Path, imports: Sequence[str], model: str | None, spec) -> list[str]:
+    """Commands that run the best config as saved, on the sweep's model, dtype and threads: one
+    answer with a comparison, and the held-out check again (``--import`` for user strategies)."""
+    common = [arg for item in imports for arg in ("--import", item)] + ["--config", str(best)]
+    common += (["--model", model] if model else []) + (["--dtype", spec.dtype] if spec.dtype != "float32" else [])
+    common += ["--threads", str(spec.threads)] if spec.threads else []
+    bench = ["--dataset", spec.dataset, "--limit", str(spec.heldout.limit), "--seed", str(spec.heldout.seed),
+             "--max-new-tokens", str(spec.max_new_tokens), "--methods", "greedy,lookahead"]
+    generate = ["--prompt", "Write a haiku about the sea.", "--max-new-tokens", str(spec.max_new_tokens), "--compare"]
+    return [shlex.join(["python", "-m", "experiments.generate", *generate, *common]),
+            shlex.join(["python", "-m", "experiments.bench", *bench, *common])]
 
 
 def best_yaml(config: LookaheadConfig, comments: Sequence[str]) -> str:
@@ -173,43 +125,25 @@ def _html(study, summary: dict[str, Any], images: list[str]) -> str:
 # Weights & Biases (imported only with --wandb)
 
 
-class WandbLog:
-    """One W&B run per trial (grouped by study, logged when the trial ends, so W&B's own work
-    never overlaps a timing) and a summary run. Offline unless ``WANDB_MODE`` says otherwise."""
+def log_trial(logger, trial) -> None:
+    """One W&B run per finished trial, grouped by study (logged after its timing)."""
+    attrs = trial.user_attrs
+    run = logger.run(f"trial-{trial.number:03d}", "trial",
+                     {"trial": trial.number, "params": trial.params, "lookahead": attrs.get("config", {})})
+    for index, row in enumerate(attrs.get("per_prompt", [])):
+        run.log({f"prompt/{k}": v for k, v in row.items() if isinstance(v, (int, float))}, step=index)
+    run.summary.update({**attrs.get("metrics", {}), "state": trial.state.name,
+                        "feasible": all(c <= 0 for c in trial.constraints.values()),
+                        "duplicate_of": attrs.get("duplicate_of")})
+    logger.finish(run)
 
-    def __init__(self, project: str, group: str, out: Path, tags: Sequence[str], context: dict[str, Any]) -> None:
-        os.environ.setdefault("WANDB_MODE", "offline")
-        import wandb
 
-        self.wandb, self.project, self.group, self.out = wandb, project, group[:120], out
-        self.tags, self.context = [t[:60] for t in tags], context
-        out.mkdir(parents=True, exist_ok=True)
-
-    def _run(self, name: str, job_type: str, config: dict[str, Any]):
-        return self.wandb.init(project=self.project, group=self.group, name=name, job_type=job_type, tags=self.tags,
-                               config={**self.context, **config}, dir=str(self.out), reinit="create_new")
-
-    def trial(self, trial) -> None:
-        attrs = trial.user_attrs
-        run = self._run(f"trial-{trial.number:03d}", "trial",
-                        {"trial": trial.number, "params": trial.params, "lookahead": attrs.get("config", {})})
-        for index, row in enumerate(attrs.get("per_prompt", [])):
-            run.log({f"prompt/{k}": v for k, v in row.items() if isinstance(v, (int, float)) and v is not None},
-                    step=index)
-        run.summary.update({**attrs.get("metrics", {}), "state": trial.state.name,
-                            "feasible": all(c <= 0 for c in trial.constraints.values()),
-                            "duplicate_of": attrs.get("duplicate_of")})
-        run.finish()
-
-    def summary(self, study, summary: dict[str, Any], images: Sequence[Path]) -> None:
-        run = self._run("summary", "summary", {"best": summary.get("best", {}).get("config", {})})
-        columns = ["trial", "state", "label", "values", "speedup", "tokens_per_step"]
-        data = [[t.number, t.state.name, t.user_attrs.get("label", ""), json.dumps(t.values),
-                 t.user_attrs.get("metrics", {}).get("speedup"), t.user_attrs.get("metrics", {}).get("tokens_per_step")]
-                for t in study.trials]
-        run.log({"trials": self.wandb.Table(columns=columns, data=data)})
-        images = {p.stem: self.wandb.Image(str(p)) for p in images if p.exists()}
-        if images:
-            run.log(images)
-        run.summary.update(flatten_config({k: v for k, v in summary.items() if k in ("best", "heldout", "drift")}))
-        run.finish()
+def log_summary(logger, study, summary: dict[str, Any], images: Sequence[Path]) -> None:
+    """The study's summary run: the trial table, the report's plots, best / held-out / drift."""
+    run = logger.run("summary", "summary", {"best": summary.get("best", {}).get("config", {})})
+    rows = [{"trial": t.number, "state": t.state.name, "label": t.user_attrs.get("label", ""),
+             "values": t.values, **{k: t.user_attrs.get("metrics", {}).get(k) for k in ("speedup", "tokens_per_step")}}
+            for t in study.trials]
+    run.log({"trials": logger.table(rows), **logger.images(images)})
+    run.summary.update(flatten({k: v for k, v in summary.items() if k in ("best", "heldout", "drift")}))
+    logger.finish(run)

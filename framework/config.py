@@ -1,7 +1,7 @@
 """``LookaheadConfig``: every knob of the engine, validated once.
 
 Strategy blocks (``scheduler``, ``pool``, ``verifier``) are unions discriminated on ``name``
-over the *registry*: a block ``{"name": "lfu", "capacity": 64}`` is validated by the ``Params``
+over the *registry* (a block without ``name`` means the default strategy of its role): a block ``{"name": "lfu", "capacity": 64}`` is validated by the ``Params``
 model of the class registered as ``"lfu"``, so a strategy registered by a user module is
 accepted without editing this file. An unknown name lists the registered ones.
 """
@@ -16,8 +16,14 @@ import strategies  # noqa: F401  (registers the built-in strategies)
 from strategies.base import StrategyParams, parse_params
 
 
+# the strategy a block names when it names none: {"capacity": 8} tunes the default pool
+DEFAULT_STRATEGIES = {"scheduler": "static", "pool": "lru", "verifier": "greedy"}
+
+
 def _block(role: str):
     def validate(value: Any) -> StrategyParams:
+        if isinstance(value, dict) and "name" not in value:
+            value = {"name": DEFAULT_STRATEGIES[role], **value}
         return parse_params(role, value)
 
     return BeforeValidator(validate)
@@ -46,9 +52,9 @@ class LookaheadConfig(BaseModel):
     window: int = Field(0, ge=0, description="[W] lookahead window width; 0 disables the lookahead branch")
     ngram: int = Field(4, ge=2, description="[N] n-gram size: drafts are N-1 tokens, window has N-1 levels")
     guess_set: int = Field(2, ge=0, description="[G] most drafts verified per step; 0 disables verification")
-    scheduler: SchedulerBlock = Field(default_factory=lambda: parse_params("scheduler", {"name": "static"}))
-    pool: PoolBlock = Field(default_factory=lambda: parse_params("pool", {"name": "lru"}))
-    verifier: VerifierBlock = Field(default_factory=lambda: parse_params("verifier", {"name": "greedy"}))
+    scheduler: SchedulerBlock = Field(default_factory=lambda: parse_params("scheduler", DEFAULT_STRATEGIES["scheduler"]))
+    pool: PoolBlock = Field(default_factory=lambda: parse_params("pool", DEFAULT_STRATEGIES["pool"]))
+    verifier: VerifierBlock = Field(default_factory=lambda: parse_params("verifier", DEFAULT_STRATEGIES["verifier"]))
     realign: Literal["keep", "shift"] = Field(
         "keep",
         description="after a step that accepts k draft tokens: 'keep' the window as it is and re-base it "

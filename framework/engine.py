@@ -28,7 +28,7 @@ from framework.kv import accepts_logits_to_keep, cache_argument, cache_length, k
 from framework.layout import DraftTree, StepLayout, build_draft_tree, step_layout
 from framework.ngrams import sequence_ngrams
 from framework.output import DecodeStats, LookaheadOutput
-from framework.processors import build_processors, score_rows
+from framework.processors import build_processors, eos_token_ids, score_rows
 from framework.sampling import SamplingSettings, resolve_sampling
 from framework.window import Window
 from strategies.base import SOURCE_LOOKAHEAD, SOURCE_NONE, SOURCE_OUTPUT, SOURCE_PROMPT, StepRecord, Verdict, lookup
@@ -285,7 +285,7 @@ class LookaheadEngine:
         if config.pool.seed_from_prompt and config.guess_set > 0:
             keys, drafts = sequence_ngrams(prompt, config.ngram)
             self.pool.add_many(keys.tolist(), [tuple(d) for d in drafts.tolist()], SOURCE_PROMPT)
-        eos = self._eos_ids(eos_token_id)
+        eos = eos_token_ids(self.model.generation_config, eos_token_id)
         window_generator = torch.Generator().manual_seed(config.window_seed)
         run = Run(
             tokens=prompt.tolist(),
@@ -296,7 +296,7 @@ class LookaheadEngine:
             window=Window(config.ngram, window_generator),
             processors=build_processors(self.model.generation_config, prompt.numel(), eos),
             warpers=sampling.warpers(),
-            verifier=self._verifier_for(sampling),
+            verifier=self.verifier_for(sampling.do_sample),
             streamer=streamer,
             generator=self._generator_for(sampling, generator),
             harvested=prompt.numel(),
@@ -327,15 +327,6 @@ class LookaheadEngine:
         sequences = torch.tensor(run.tokens, dtype=input_ids.dtype, device=input_ids.device)[None]
         return LookaheadOutput(sequences=sequences, stats=run.stats)
 
-    def _eos_ids(self, eos_token_id) -> list[int]:
-        if eos_token_id is None:
-            eos_token_id = self.model.generation_config.eos_token_id
-        if eos_token_id is None:
-            return []
-        if isinstance(eos_token_id, torch.Tensor):
-            eos_token_id = eos_token_id.flatten().tolist()
-        return [int(eos_token_id)] if isinstance(eos_token_id, int) else [int(e) for e in eos_token_id]
-
     def _check_prompt(self, input_ids, max_new_tokens) -> torch.Tensor:  # [T] on CPU
         if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
             raise ValueError("input_ids must be a 2-D LongTensor of shape [1, T] (batch size 1)")
@@ -359,12 +350,13 @@ class LookaheadEngine:
             )
         return prompt
 
-    def _verifier_for(self, sampling: SamplingSettings):
-        """The configured verifier when it suits the call; else greedy / the registered sampler.
+    def verifier_for(self, do_sample: bool):
+        """The verifier a call runs: the configured one when it suits the call; else greedy / the
+        registered sampler (``type(engine.verifier_for(True)).name`` says which).
 
         do_sample=True needs a verifier that declares ``preserves_distribution``; greedy calls
         need an argmax verifier (``samples`` False)."""
-        if sampling.do_sample:
+        if do_sample:
             if self.verifier.preserves_distribution:
                 return self.verifier
             return lookup("verifier", "sampling")(lookup("verifier", "sampling").Params())

@@ -75,11 +75,10 @@ def lookahead_generate(
 
 def _check_processors(logits_processor, generation_config, prompt_length: int) -> None:
     """Refuse processors the engine would not rebuild itself (e.g. a user's ``logits_processor=``)."""
-    from framework.processors import build_processors
+    from framework.processors import build_processors, eos_token_ids
     from framework.sampling import resolve_sampling
 
-    eos = generation_config.eos_token_id
-    eos = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+    eos = eos_token_ids(generation_config)
     settings = resolve_sampling(
         generation_config, generation_config.do_sample, generation_config.temperature,
         generation_config.top_k, generation_config.top_p, generation_config.min_p,

@@ -97,6 +97,8 @@ def load_model(
     except OSError as error:
         raise OSError(_not_found_message(name_or_path, error)) from error
     _ensure_chat_template(tokenizer, name_or_path)
+    if model.generation_config.eos_token_id is None and tokenizer.eos_token_id is not None:
+        model.generation_config.eos_token_id = tokenizer.eos_token_id  # one EOS rule: the generation config's
     return _prepare(model, device), tokenizer
 
 

@@ -24,6 +24,22 @@ from transformers.generation.logits_process import (
     SuppressTokensLogitsProcessor,
 )
 
+def eos_token_ids(generation_config, eos_token_id=None) -> list[int]:
+    """The stop tokens of a run, one rule for the engine, the HF entry point and every command:
+    ``eos_token_id`` if given (an int, a list or a tensor), else the generation config's (the
+    project's loader fills that from the tokenizer when a model has none); [] for none."""
+    if eos_token_id is None:
+        eos_token_id = getattr(generation_config, "eos_token_id", None)
+    if eos_token_id is None:
+        return []
+    if isinstance(eos_token_id, torch.Tensor):
+        eos_token_id = eos_token_id.flatten().tolist()
+    values = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values):
+        raise ValueError(f"eos_token_id must be a token id (an int >= 0) or a list of them, got {eos_token_id!r}")
+    return [int(v) for v in values]
+
+
 # settings with no exact per-row equivalent here: (field, value meaning "off")
 UNSUPPORTED = {
     "guidance_scale": (None, 1, 1.0),

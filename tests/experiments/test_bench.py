@@ -50,7 +50,7 @@ def test_bench_end_to_end_writes_records_table_and_plots(tmp_path, capsys):
     assert header["torch_threads"] == 1 and header["device"] == "cpu" and header["prompts"] == 2
     assert {"torch", "transformers", "python"} <= set(header["versions"]) and header["loadavg"] is not None
     records = [Record.from_json(line) for line in lines[1:-1]]
-    assert [r.method for r in records[:4]] == ["greedy", "pld", "lookahead[W=3,N=3,G=3]", "lookahead[W=2,N=3,G=2]"]
+    assert [r.method for r in records[:4]] == ["greedy", "pld", "lookahead[W=3 N=3 G=3]", "lookahead[W=2 N=3 G=2]"]
     assert all(r.identical for r in records)  # tiny fp32 models: exact
     assert all(r.new_tokens == 12 and r.forwards >= 2 and r.output_ids for r in records)
     table = (out / bench.TABLE).read_text()
@@ -66,8 +66,8 @@ def test_second_turn_sees_the_baselines_first_answer(tmp_path):
     prompt = datasets.load_dataset("mt_bench", limit_per_category=1)[0]
     tokenizer, seen = StubTokenizer(), []
     records = bench.run_benchmark(tiny_model("llama"), tokenizer, [prompt], bench.build_methods(args), args, seen.append)
-    assert [(r.turn, r.method) for r in records] == [(0, "greedy"), (0, "lookahead[W=0,N=4,G=2]"),
-                                                     (1, "greedy"), (1, "lookahead[W=0,N=4,G=2]")]
+    assert [(r.turn, r.method) for r in records] == [(0, "greedy"), (0, "lookahead[W=0 N=4 G=2]"),
+                                                     (1, "greedy"), (1, "lookahead[W=0 N=4 G=2]")]
     answer = tokenizer.decode(records[0].output_ids)  # greedy's first answer, as text
     expected = f"[u]{prompt.turns[0][:30]}[a]{answer[:30]}[u]{prompt.turns[1][:30]}[a]"
     second = bench.second_turn(tokenizer, prompt, records[0]).input_ids[0].tolist()
@@ -89,14 +89,35 @@ def test_configs_from_yaml_files_and_flags(tmp_path):
     path = tmp_path / "configs.yaml"
     path.write_text("- {window: 5, ngram: 4, guess_set: 5, pool: {name: lfu}}\n- {label: small, window: 2, ngram: 3, guess_set: 2}\n")
     args = bench.build_parser().parse_args(["--methods", "lookahead", "--config", str(path), "--lookahead", "7,5,7",
-                                            "--pool", "fifo"])
+                                            "--set", "pool.name=fifo"])
     names = [m.name for m in bench.build_methods(args)]
-    assert names == [BASELINE, "lookahead[W=7,N=5,G=7,pool=fifo]", "lookahead[W=5,N=4,G=5,pool=lfu]", "small"]
+    assert names == [BASELINE, "lookahead[W=5 N=4 G=5 pool=fifo]", "small", "lookahead[W=7 N=5 G=7 pool=fifo]"]
+
+
+def test_a_strategy_from_a_file_outside_the_repo(tmp_path, user_pool_file, capsys):
+    status = run_bench(tmp_path, "--dataset", "gsm8k", "--limit", "1", "--max-new-tokens", "6", "--methods",
+                       "greedy,lookahead", "--no-plots", "--import", str(user_pool_file),
+                       "--set", "pool.name=newest_first", "--set", "pool.depth=1")
+    assert status == 0, capsys.readouterr().err
+    records = [Record.from_json(line) for line in read_jsonl(tmp_path / "run" / bench.RECORDS)[1:-1]]
+    assert [r.method for r in records] == ["greedy", "lookahead[W=0 N=4 G=2 pool=newest_first(depth=1)]"]
+    assert records[1].config["pool"] == {"name": "newest_first", "capacity": None, "seed_from_prompt": True,
+                                         "persist": False, "depth": 1} and records[1].identical
+
+
+def test_a_used_output_folder_is_refused(tmp_path, capsys):
+    argv = ["--dataset", "gsm8k", "--limit", "1", "--max-new-tokens", "2", "--methods", "greedy", "--no-plots"]
+    assert run_bench(tmp_path, *argv) == 0
+    before = (tmp_path / "run" / bench.RECORDS).read_text()
+    assert run_bench(tmp_path, *argv) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (tmp_path / "run" / bench.RECORDS).read_text() == before
 
 
 @pytest.mark.parametrize("argv, flag", [
     (["--lookahead", "5,4"], "--lookahead"),
-    (["--lookahead", "5,1,5"], "--lookahead 5,1,5"),
+    (["--lookahead", "5,1,5"], "--lookahead 5,1,5: ngram must be >= 2"),
+    (["--set", "guess_set=-1"], "--set guess_set=-1: guess_set must be >= 0"),
     (["--methods", "greedy,beam"], "--methods"),
     (["--lookahead", "3,3,3", "--lookahead", "3,3,3"], "the same config twice"),
 ])

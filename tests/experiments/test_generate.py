@@ -6,49 +6,15 @@ import re
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaForCausalLM
 
 from experiments import generate
-from experiments.generate import build_config, build_parser, main
+from experiments.cli import single_config
+from experiments.generate import build_parser, main
 from framework import LookaheadConfig, LookaheadEngine
 from framework.output import DecodeStats, LookaheadOutput
 
-tokenizers = pytest.importorskip("tokenizers", reason="the tiny test tokenizer is built with `tokenizers`")
-
-SPECIALS = ["<unk>", "<|im_start|>", "<|im_end|>"]  # ids 0, 1 (bos), 2 (eos), as in SmolLM2
-CHARS = [chr(c) for c in range(32, 127)] + ["\n"]  # printable ASCII: ids 3..98
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 STATS = re.compile(r"lookahead: steps=(\d+) new_tokens=(\d+) tokens/step=[\d.]+ tokens/s=[\d.]+")
-
-
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """One token per character (no merges), ChatML-like specials and chat template."""
-    vocab = {token: i for i, token in enumerate(SPECIALS + CHARS)}
-    backend = tokenizers.Tokenizer(tokenizers.models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    backend.add_special_tokens(SPECIALS)
-    backend.decoder = tokenizers.decoders.Fuse()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="<unk>", bos_token="<|im_start|>", eos_token="<|im_end|>"
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    """A fixed-seed float32 Llama (vocab 128, hidden 32, 2 layers) and its tokenizer, saved."""
-    path = tmp_path_factory.mktemp("tiny-llama")
-    config = LlamaConfig(
-        vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    return str(path)
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -91,13 +57,13 @@ def test_window_zero_runs(tiny_dir, capsys):
     assert "W=0" in err and "G=0" in err
 
 
-def test_flags_reach_the_config():
+def test_set_and_sugar_flags_reach_the_config():
     args = build_parser().parse_args(
-        ["--prompt", "x", "--window", "7", "--ngram", "3", "--guess-set", "2", "--pool", "fifo",
-         "--pool-capacity", "8", "--no-seed-from-prompt", "--scheduler", "static", "--verifier", "greedy",
-         "--realign", "shift", "--no-harvest-output", "--window-seed", "5"]
+        ["--prompt", "x", "--window", "7", "--ngram", "3", "--guess-set", "2", "--set", "pool.name=fifo",
+         "--set", "pool.capacity=8", "--set", "pool.seed_from_prompt=false", "--set", "realign=shift",
+         "--set", "harvest_output=false", "--set", "window_seed=5", "--set", "scheduler=static"]
     )  # fmt: skip
-    config = build_config(args)
+    config = single_config(args)
     assert (config.window, config.ngram, config.guess_set) == (7, 3, 2)
     assert config.pool.model_dump() == {"name": "fifo", "capacity": 8, "seed_from_prompt": False, "persist": False}
     assert (config.scheduler.name, config.verifier.name) == ("static", "greedy")
@@ -105,22 +71,36 @@ def test_flags_reach_the_config():
 
 
 def test_unset_flags_keep_the_config_defaults():
-    assert build_config(build_parser().parse_args(["--prompt", "x"])) == LookaheadConfig()
-    pool = build_config(build_parser().parse_args(["--prompt", "x", "--pool-capacity", "3"])).pool
+    assert single_config(build_parser().parse_args(["--prompt", "x"])) == LookaheadConfig()
+    pool = single_config(build_parser().parse_args(["--prompt", "x", "--set", "pool.capacity=3"])).pool
     assert pool.name == LookaheadConfig().pool.name and pool.capacity == 3
+
+
+def test_config_file_then_sugar_then_set(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("window: 5\nngram: 4\nguess_set: 5\npool: lfu\n")
+    args = build_parser().parse_args(["--prompt", "x", "--config", str(path), "--window", "2",
+                                      "--set", "window=3", "--set", "pool.capacity=4"])
+    config = single_config(args)
+    assert (config.window, config.guess_set, config.pool.name, config.pool.capacity) == (3, 5, "lfu", 4)
 
 
 @pytest.mark.parametrize(
     "flags, named",
     [
-        (["--ngram", "1"], "--ngram"),
-        (["--window", "-1"], "--window"),
-        (["--guess-set", "-2"], "--guess-set"),
-        (["--pool", "nope"], "--pool"),
-        (["--pool-capacity", "0"], "--pool-capacity"),
-        (["--scheduler", "nope"], "--scheduler"),
-        (["--verifier", "nope"], "--verifier"),
-        (["--realign", "sideways"], "--realign"),
+        (["--ngram", "1"], "--ngram 1: ngram must be >= 2"),
+        (["--window", "-1"], "--window -1:"),
+        (["--guess-set", "-2"], "--guess-set -2:"),
+        (["--set", "pool.name=nope"], "--set pool.name=nope: unknown pool 'nope'; registered pools:"),
+        (["--set", "pool.capacity=0"], "--set pool.capacity=0: Input should be greater than or equal to 1"),
+        (["--set", "pool.capcity=4"], "--set pool.capcity=4: Extra inputs are not permitted"),
+        (["--set", "scheduler=nope"], "--set scheduler=nope: unknown scheduler"),
+        (["--set", "realign=sideways"], "--set realign=sideways:"),
+        (["--set", "windw=3"], "--set windw=3: Extra inputs"),
+        (["--set", "window"], "--set window: expected KEY=VALUE"),
+        (["--set", "window=3", "--set", "window.x=1"], "--set window.x=1: window is 3, not a block"),
+        (["--config", "/no/such.yaml"], "--config /no/such.yaml:"),
+        (["--import", "no_such_module_here"], "--import no_such_module_here: cannot import it"),
         (["--temperature", "0.7"], "--temperature"),
         (["--window", "abc"], "--window"),
         (["--max-new-tokens", "-1"], "--max-new-tokens"),
@@ -129,13 +109,38 @@ def test_unset_flags_keep_the_config_defaults():
 def test_bad_flags_are_named(flags, named, capsys):
     status, _, err = run_cli(capsys, "--prompt", "x", *flags)
     assert status == 2
-    assert named in err
+    assert named in err and "Traceback" not in err
+
+
+def test_a_strategy_from_a_file_outside_the_repo(tiny_dir, user_pool_file, capsys):
+    """--import registers it, --set picks it and sets its own param, before the model loads."""
+    status, out, err = run_cli(capsys, "--model", tiny_dir, "--prompt", "abcabcabc", "--no-chat",
+                               "--max-new-tokens", "8", "--import", str(user_pool_file), "--set", "pool.name=newest_first",
+                               "--set", "pool.depth=3", "--compare")
+    assert status == 0, err
+    assert "pool=newest_first" in err and out.strip().endswith("identical=yes")
+    status, _, err = run_cli(capsys, "--prompt", "x", "--import", str(user_pool_file), "--set", "pool.name=newest_first",
+                             "--set", "pool.depth=9")
+    assert status == 2 and "--set pool.depth=9: Input should be less than or equal to 3" in err
+
+
+def test_sample_header_names_the_verifier_that_runs(tiny_dir, capsys):
+    status, _, err = run_cli(capsys, "--model", tiny_dir, "--prompt", "x", "--sample", "--max-new-tokens", "3")
+    assert status == 0, err
+    assert "verifier=sampling" in err and "verifier=greedy" not in err
 
 
 def test_missing_model_is_reported(tmp_path, capsys):
     status, _, err = run_cli(capsys, "--model", str(tmp_path / "nothing"), "--prompt", "x")
     assert status == 1
     assert "--model" in err
+
+
+def test_cuda_on_a_cpu_only_machine_is_a_clear_error(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    status, _, err = run_cli(capsys, "--prompt", "x", "--device", "cuda")
+    assert status == 2 and "--device cuda: this torch has no usable CUDA device" in err
 
 
 def test_sampling_flags_reach_the_engine(tiny_dir, capsys, monkeypatch):

@@ -7,7 +7,7 @@ import torch
 
 from experiments.harness import (
     BASELINE, OVERALL, ForwardCounter, GreedyMethod, LookaheadMethod, MemoryMeter, PromptInput, PromptLookupMethod,
-    Record, compare, lookahead_name, measure, run_interleaved, run_prompt, summarize,
+    Record, compare, config_label, measure, run_interleaved, run_prompt, summarize,
 )
 from framework import LookaheadConfig
 from tests.tiny_models import tiny_model
@@ -79,7 +79,7 @@ def test_broken_method_is_flagged_not_identical():
     by_name = {r.method: r for r in records}
     assert by_name[BASELINE].identical is True
     assert by_name["flip"].identical is False and by_name["flip"].mismatch_at == 4
-    assert by_name[lookahead_name(SMALL)].identical is True
+    assert by_name[f"lookahead[{config_label(SMALL)}]"].identical is True
     assert all(len(r.wall_seconds_all) == 2 for r in records)
 
 
@@ -125,10 +125,11 @@ def test_memory_meter_measures_cpu_growth():
     assert record.peak_memory_mb is None
 
 
-def test_lookahead_name_shows_every_non_default_field():
-    config = LookaheadConfig(window=5, ngram=4, guess_set=5, pool={"name": "lfu"}, realign="shift")
-    assert lookahead_name(config) == "lookahead[W=5,N=4,G=5,pool=lfu,realign=shift]"
-    assert lookahead_name(LookaheadConfig()) == "lookahead[W=0,N=4,G=2]"
+def test_config_label_shows_every_non_default_field():
+    config = LookaheadConfig(window=5, ngram=4, guess_set=5, pool={"name": "lfu", "capacity": 8}, realign="shift")
+    assert config_label(config) == "W=5 N=4 G=5 pool=lfu(capacity=8) realign=shift"
+    assert config_label(LookaheadConfig()) == "W=0 N=4 G=2"
+    assert config_label(LookaheadConfig(pool={"name": "lru", "persist": True})) == "W=0 N=4 G=2 pool=lru(persist=True)"
 
 
 def _record(prompt, category, method, wall, accepted, identical=True):

@@ -5,6 +5,7 @@ config round-trips, W&B runs offline into a temp dir."""
 from __future__ import annotations
 
 import json
+import shlex
 import sqlite3
 from pathlib import Path
 from typing import Literal
@@ -14,12 +15,12 @@ import pytest
 import yaml
 from pydantic import Field
 
-import strategies.base as registry
-from experiments import sweep
+from experiments import bench, generate, sweep
+from experiments.harness import dump_config
 from experiments.sweep_measure import Baseline, time_baseline
-from experiments.sweep_report import BEST_YAML, REPORT_HTML, SUMMARY_JSON, cli_flags, read_config
-from experiments.sweep_space import dump_config
+from experiments.sweep_report import BEST_YAML, REPORT_HTML, SUMMARY_JSON, read_config
 from framework.config import LookaheadConfig
+from strategies import temporary_registrations
 from strategies.base import PoolPolicy, register
 from strategies.keyed_pool import KeyedPool
 from tests.experiments.test_bench import StubTokenizer
@@ -85,7 +86,7 @@ def test_tiny_sweep_writes_the_study_best_config_and_report_then_resumes(tmp_pat
         assert (out / name).read_bytes()[:8] == PNG
     assert "history.png" in (out / REPORT_HTML).read_text()
     printed = capsys.readouterr().out
-    assert "# held-out:" in printed and f"--window {config.window}" in printed
+    assert "# held-out:" in printed and f"--config {out / BEST_YAML}" in printed
     assert "optuna-dashboard sqlite:///" in printed
 
     # a second run continues the same study with a sampler seeded by the trial count
@@ -168,41 +169,70 @@ def test_bad_flags_and_spaces_exit_2(tmp_path, capsys):
     assert "objective: give distinct names" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("fields, expressible", [
-    ({"window": 0, "ngram": 3, "guess_set": 3, "pool": {"name": "unbounded"}}, True),
-    ({"window": 2, "pool": {"name": "lfu", "capacity": 8, "seed_from_prompt": False}, "harvest_output": False}, True),
-    ({"pool": {"name": "lru", "persist": True}}, False),
-])
-def test_cli_flags_rebuild_the_config_or_say_what_they_cannot(fields, expressible):
-    from experiments.generate import build_config, build_parser
+def test_a_strategy_registered_later_is_swept_end_to_end(tmp_path):
+    with temporary_registrations():
+        @register("pool", "test_oldest_first")
+        class OldestFirst(KeyedPool):
+            class Params(PoolPolicy.Params):
+                name: Literal["test_oldest_first"] = "test_oldest_first"
+                lag: int = Field(0, ge=0, le=1)
 
-    config = LookaheadConfig.model_validate(fields)
-    flags, unexpressed = cli_flags(config)
-    rebuilt = build_config(build_parser().parse_args(["--prompt", "x", *flags]))
-    assert (dump_config(rebuilt) == dump_config(config)) is expressible
-    assert (unexpressed == []) is expressible
-    if not expressible:
-        assert unexpressed == ["pool.persist=True"]
+            def rank_key(self, draft, entry):
+                return (-entry.added - self.params.lag,)
 
-
-def test_a_strategy_registered_later_is_swept_end_to_end(tmp_path, monkeypatch):
-    monkeypatch.setattr(registry, "_REGISTRY", {role: dict(names) for role, names in registry._REGISTRY.items()})
-
-    @register("pool", "test_oldest_first")
-    class OldestFirst(KeyedPool):
-        class Params(PoolPolicy.Params):
-            name: Literal["test_oldest_first"] = "test_oldest_first"
-            lag: int = Field(0, ge=0, le=1)
-
-        def rank_key(self, draft, entry):
-            return (-entry.added - self.params.lag,)
-
-    write_sweep(tmp_path, space={"window": 2, "ngram": 3, "guess_set": {"low": 1, "high": 3},
-                                 "pool": {"name": "test_oldest_first", "lag": [0, 1]}}, trials=2, enqueue=[])
-    assert run(tmp_path, "--no-heldout", "--no-report") == 0
+        write_sweep(tmp_path, space={"window": 2, "ngram": 3, "guess_set": {"low": 1, "high": 3},
+                                     "pool": {"name": "test_oldest_first", "lag": [0, 1]}}, trials=2, enqueue=[])
+        assert run(tmp_path, "--no-heldout", "--no-report") == 0
     trials = measured(load_study(tmp_path))
     assert all(t.user_attrs["config"]["pool"]["name"] == "test_oldest_first" for t in trials)
     assert all("pool.test_oldest_first.lag" in t.params for t in trials)
+
+
+def run_printed(command: str) -> int:
+    """Run a printed ``python -m experiments.X ...`` command in this process, as typed."""
+    argv = shlex.split(command)
+    assert argv[:2] == ["python", "-m"], command
+    module = {"experiments.generate": generate, "experiments.bench": bench}[argv[2]]
+    return module.main(argv[3:])
+
+
+def test_the_printed_use_it_commands_run_as_printed(tmp_path, tiny_dir, user_pool_file, capsys, monkeypatch):
+    """A user strategy from a file outside the repo, swept with --import on a model folder: the
+    commands the sweep prints (and writes into best.yaml) run as printed."""
+    monkeypatch.chdir(tmp_path)  # the bench writes bench_results/ under the working directory
+    write_sweep(tmp_path, space={"window": 0, "ngram": 3, "guess_set": [1, 2],
+                                 "pool": {"name": "newest_first", "depth": [1, 3]}}, trials=2, enqueue=[])
+    status = sweep.main(["--space", str(tmp_path / "tiny.yaml"), "--storage", f"sqlite:///{tmp_path / 'optuna.db'}",
+                         "--model", tiny_dir, "--import", str(user_pool_file), "--no-report"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    commands = [line for line in captured.out.splitlines() if line.startswith("python -m experiments.")]
+    assert len(commands) == 2 and all(f"--import {user_pool_file}" in c and "--model" in c for c in commands)
+    assert [c for c in (study_dir(tmp_path) / BEST_YAML).read_text().splitlines() if "python -m" in c] == \
+        [f"# {c}" for c in commands]
+    for command in commands:
+        assert run_printed(command) == 0, capsys.readouterr().err
+    assert "identical=yes" in capsys.readouterr().out
+
+
+def test_set_overrides_any_key_of_the_sweep_file(tmp_path, capsys):
+    write_sweep(tmp_path, trials=1)
+    assert run(tmp_path, "--set", "space.window.high=1", "--set", "heldout.limit=1", "--no-heldout",
+               "--no-report") == 0
+    assert all(t.user_attrs["config"]["window"] <= 1 for t in measured(load_study(tmp_path)))
+    assert run(tmp_path, "--set", "space.ngram.low=1") == 2
+    assert "space.ngram.low: ngram must be >= 2" in capsys.readouterr().err
+
+
+def test_a_best_config_slower_than_greedy_held_out_is_called_so(tmp_path, monkeypatch, capsys):
+    slow = {"prompts": 1, "speedup": 0.5, "identical": 1.0, "tokens_per_step": 1.0, "tokens_per_second": 1.0,
+            "greedy_tokens_per_second": 2.0}
+    monkeypatch.setattr(sweep, "_heldout", lambda *a, **k: slow)
+    write_sweep(tmp_path, trials=1)
+    assert run(tmp_path, "--no-report") == 0
+    err = capsys.readouterr().err
+    assert "WARNING: the best configuration is not faster than plain greedy on held-out prompts (0.50x" in err
+    assert json.loads((study_dir(tmp_path) / SUMMARY_JSON).read_text())["best"]["faster_than_greedy"] is False
 
 
 def corrupt(baseline: Baseline) -> Baseline:

@@ -8,13 +8,12 @@ from typing import Literal
 
 import pytest
 import yaml
+from optuna.distributions import CategoricalDistribution, IntDistribution
 from pydantic import Field
 
-import strategies.base as registry
-from experiments.sweep_space import (
-    Choice, Fixed, IntRange, SpaceError, load_sweep, parse_sweep,
-)
+from experiments.sweep_space import SpaceError, load_sweep, parse_sweep
 from framework.config import LookaheadConfig
+from strategies import temporary_registrations
 from strategies.base import PoolPolicy, register, registered
 from strategies.keyed_pool import KeyedPool
 
@@ -30,7 +29,7 @@ def test_shipped_sweep_files_validate(name):
     sweep = load_sweep(ROOT / "sweeps" / name)
     space = sweep.space
     assert {"window", "ngram", "guess_set", "pool"} <= set(space.free_params())
-    assert set(space.roles["pool"].choices) == set(registered("pool"))  # choices: all
+    assert set(space.roles["pool"]) == set(registered("pool"))  # choices: all
     assert "pool.unbounded.capacity" not in space.free_params()  # fixed per policy: it never evicts
     assert len(sweep.fingerprint()) == 8 and sweep.spec.trials > 0
     assert space.params_of({})  # the engine's defaults lie inside the space (enqueued first)
@@ -41,6 +40,7 @@ def test_default_sweep_is_cpu_sized():
     assert spec.dataset == "spec_bench" and spec.limit == 1 and spec.max_new_tokens == 64 and spec.trials == 12
     space = load_sweep(ROOT / "sweeps" / "default.yaml").space
     assert space.fields["window"].high <= 8 and space.fields["guess_set"].high <= 8
+    assert space.size() is not None and space.size() > 100  # finite: the sweep knows when it is exhausted
 
 
 BAD = [
@@ -49,11 +49,14 @@ BAD = [
     (sweep_of({"window": {"low": 5, "high": 2}}), "space.window: low (5) is above high (2)"),
     (sweep_of({"window": "3"}), "space.window: window must be an integer"),
     (sweep_of({"realign": ["keep", "sideways"]}), "space.realign[1]:"),
-    (sweep_of({"window": {"lo": 1, "high": 2}}), "space.window.lo: Extra inputs are not permitted"),
+    (sweep_of({"window": {"lo": 1, "high": 2}}), "space.window: expected a value, a list of choices or a range"),
+    (sweep_of({"window": {"low": 0.5, "high": 4}}), "space.window.low: window must be an integer"),
+    (sweep_of({"window": {"low": 0, "high": "8"}}), "space.window: low, high and step must be numbers"),
+    (sweep_of({"window": []}), "space.window: give at least one choice"),
     (sweep_of({"pool": ["lru", "nope"]}), "space.pool: unknown pool 'nope'; registered pools:"),
     (sweep_of({"pool": {"choices": "all", "params": {"capcity": [4]}}}), "space.pool.params.capcity: no chosen pool"),
     (sweep_of({"pool": {"choices": ["lru"], "params": {"capacity": [0, 4]}}}),
-     "space.pool.params.capacity: Input should be greater than or equal to 1, for pool 'lru'"),
+     "space.pool.params.capacity[0]: Input should be greater than or equal to 1, for pool 'lru'"),
     (sweep_of({"pool": {"choices": ["lru"], "per_policy": {"lfu": {"capacity": 4}}}}),
      "space.pool.per_policy.lfu: not among the chosen pools"),
     (sweep_of({"pool": {"name": "lru", "seed": [True]}}), "space.pool.per_policy.lru.seed: not a parameter of pool"),
@@ -62,7 +65,7 @@ BAD = [
     (sweep_of({"window": 2}, objective="fast"), "objective: give distinct names from speed, tokens_per_step"),
     (sweep_of({"window": 2}, dataset="nope"), "dataset:"),
     (sweep_of({"window": {"low": 0, "high": 8}}, enqueue=[{"window": 9}]), "enqueue[0].window: 9 is outside the space"),
-    (sweep_of({"window": 2}, imports=["no_such_module_here"]), "imports: cannot import 'no_such_module_here'"),
+    (sweep_of({"window": 2}, imports=["no_such_module_here"]), "imports: no_such_module_here: cannot import it"),
 ]
 
 
@@ -80,8 +83,8 @@ def test_dimension_forms_and_suggest_round_trip():
                  "per_policy": {"lfu": {"persist": [False, True]}}},
     }))
     space = sweep.space
-    assert space.fields["window"] == IntRange(low=0, high=8, step=2)
-    assert space.fields["ngram"] == Choice(choices=[3, 5]) and space.fields["guess_set"] == Fixed(value=4)
+    assert space.fields["window"] == IntDistribution(0, 8, step=2)
+    assert space.fields["ngram"] == CategoricalDistribution([3, 5]) and space.fields["guess_set"] == 4
     assert space.free_params() == ["window", "ngram", "pool", "pool.lru.capacity", "pool.lfu.capacity",
                                    "pool.lfu.persist"]
     config = {"window": 6, "ngram": 5, "guess_set": 4, "realign": "keep",
@@ -107,34 +110,22 @@ def test_fingerprint_follows_what_trials_measure_not_how_many():
     assert parse_sweep(sweep_of({"window": {"low": 0, "high": 5}})).fingerprint() != first
 
 
-@pytest.fixture
-def scratch_registry(monkeypatch):
-    """Strategies registered in a test vanish afterwards."""
-    monkeypatch.setattr(registry, "_REGISTRY", {role: dict(names) for role, names in registry._REGISTRY.items()})
+def test_a_new_strategy_is_swept_with_its_own_params():
+    with temporary_registrations():
+        @register("pool", "test_newest_first")
+        class NewestFirst(KeyedPool):
+            class Params(PoolPolicy.Params):
+                name: Literal["test_newest_first"] = "test_newest_first"
+                depth: int = Field(2, ge=1, le=3)
 
-
-def register_newest_first():
-    @register("pool", "test_newest_first")
-    class NewestFirst(KeyedPool):
-        class Params(PoolPolicy.Params):
-            name: Literal["test_newest_first"] = "test_newest_first"
-            depth: int = Field(2, ge=1, le=3, description="a bounded int: derived as a range")
-            flavour: Literal["a", "b"] = "a"
-            weight: float = Field(0.5, json_schema_extra={"sweep": [0.25, 0.75]})
-
-    return NewestFirst
-
-
-def test_a_new_strategy_is_swept_from_its_params(scratch_registry):
-    register_newest_first()
-    sweep = parse_sweep(sweep_of({"pool": {"choices": "all", "derive": True, "params": {"capacity": [None, 4]}}}))
-    dims = sweep.space.roles["pool"].params["test_newest_first"]
-    assert dims["depth"] == IntRange(low=1, high=3) and dims["flavour"] == Choice(choices=["a", "b"])
-    assert dims["weight"] == Choice(choices=[0.25, 0.75]) and dims["seed_from_prompt"] == Choice(choices=[False, True])
-    assert dims["capacity"] == Choice(choices=[None, 4])  # the shared params apply to it too
-    assert "test_newest_first" in sweep.space.roles["pool"].choices
-    with pytest.raises(SpaceError, match=r"space.pool.per_policy.test_newest_first.depth:"):
-        parse_sweep(sweep_of({"pool": {"name": "test_newest_first", "depth": [0, 2]}}))
+        sweep = parse_sweep(sweep_of({"pool": {"choices": "all", "params": {"capacity": [None, 4]},
+                                               "per_policy": {"test_newest_first": {"depth": {"low": 1, "high": 3}}}}}))
+        dims = sweep.space.roles["pool"]["test_newest_first"]
+        assert dims == {"capacity": CategoricalDistribution([None, 4]), "depth": IntDistribution(1, 3)}
+        with pytest.raises(SpaceError, match=r"space.pool.per_policy.test_newest_first.depth.low: Input should be"):
+            parse_sweep(sweep_of({"pool": {"name": "test_newest_first", "depth": {"low": 0, "high": 2}}}))
+    with pytest.raises(SpaceError, match="unknown pool 'test_newest_first'"):  # gone after the block
+        parse_sweep(sweep_of({"pool": "test_newest_first"}))
 
 
 def test_yaml_file_errors_name_the_file(tmp_path):
