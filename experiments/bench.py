@@ -33,7 +33,7 @@ from typing import Any, Sequence
 from experiments import datasets
 from experiments.cli import (
     CliError, add_config_arguments, add_model_arguments, command_line, config_from_args, fail, import_strategies,
-    int_at_least, load_model_from_args, read_config_file, set_threads,
+    int_at_least, load_model_from_args, read_config_file, run_command, set_threads,
 )
 from experiments.harness import (
     BASELINE, OVERALL, GreedyMethod, LookaheadMethod, Method, PromptInput, PromptLookupMethod, Record,
@@ -377,23 +377,18 @@ def log_wandb(args: argparse.Namespace, header: dict[str, Any], records: Sequenc
 def main(argv: list[str] | None = None, *, model_and_tokenizer=None) -> int:
     """Parse, load, measure, report; returns the exit status (0 done, 1 failed, 2 bad flag).
     ``model_and_tokenizer`` replaces loading ``--model`` (tests pass a tiny model)."""
+    return run_command(build_parser(), argv, lambda args: report(args) if args.report else run(args, model_and_tokenizer))
+
+
+def run(args: argparse.Namespace, model_and_tokenizer=None) -> int:
+    methods = build_methods(args)
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    args.argv = argv
-    if args.report:
-        return report(args)
-    try:
-        methods = build_methods(args)
         prompts = datasets.load_dataset(args.dataset, limit_per_category=args.limit, seed=args.seed)
-        out = output_folder(args.out)
-        threads = set_threads(args.threads)
-        model, tokenizer = model_and_tokenizer or load_model_from_args(args)
-    except CliError as error:
-        return fail(error, 1 if str(error).startswith("--model") else 2)
     except (ValueError, ModuleNotFoundError, FileNotFoundError) as error:
-        return fail(error, 2)
+        raise CliError(f"--dataset {args.dataset}: {error}") from None
+    out = output_folder(args.out)
+    threads = set_threads(args.threads)
+    model, tokenizer = model_and_tokenizer or load_model_from_args(args)
     print(f"[bench] {len(prompts)} prompts x {len(methods)} methods on {model.device}, {threads} -> {out}",
           file=sys.stderr)
     return measure_and_report(args, model, tokenizer, prompts, methods, out)

@@ -28,7 +28,7 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from pydantic import ValidationError
 
@@ -36,13 +36,32 @@ from framework.config import LookaheadConfig
 
 
 class CliError(ValueError):
-    """A flag or file that cannot be used; the message starts with the flag."""
+    """A flag or file that cannot be used (status 2), or a model that cannot be loaded (status 1);
+    the message starts with the flag."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def fail(error: object, status: int) -> int:
     """Print ``error: ...`` to stderr and return the exit status."""
     print(f"error: {error}", file=sys.stderr)
     return status
+
+
+def run_command(parser: argparse.ArgumentParser, argv: list[str] | None, body: Callable[[argparse.Namespace], int]) -> int:
+    """Parse ``argv`` (argparse names a bad flag itself) and return ``body(args)``'s exit status;
+    a ``CliError`` becomes one ``error: ...`` line on stderr and its status, never a traceback."""
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    args.argv = argv
+    try:
+        return body(args)
+    except CliError as error:
+        return fail(error, error.status)
 
 
 def int_at_least(low: int):
@@ -305,7 +324,7 @@ def load_model_from_args(args: argparse.Namespace, dtype: str | None = None):
     try:
         return load_model(args.model, dtype=dtype or args.dtype, attn_implementation=args.attn, device=args.device)
     except (OSError, ValueError, ImportError) as error:
-        raise CliError(f"--model {args.model or DEFAULT_MODEL}: {error}") from None
+        raise CliError(f"--model {args.model or DEFAULT_MODEL}: {error}", status=1) from None
 
 
 def _check_device(device: str) -> None:

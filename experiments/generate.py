@@ -36,8 +36,8 @@ import torch
 from transformers import TextStreamer
 
 from experiments.cli import (
-    CliError, add_config_arguments, add_model_arguments, fail, int_at_least, load_model_from_args, set_threads,
-    single_config,
+    CliError, add_config_arguments, add_model_arguments, fail, int_at_least, load_model_from_args, run_command,
+    set_threads, single_config,
 )
 from framework import LookaheadEngine
 from framework.models import DEFAULT_MODEL, encode_prompt
@@ -158,20 +158,17 @@ def stats_line(lookahead: RunStats, plain: RunStats | None, identical: bool | No
 
 def main(argv: list[str] | None = None) -> int:
     """Parse, load, decode (and compare); returns the exit status."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exit_:  # argparse already printed the message, naming the flag
-        return int(exit_.code or 0)
-    try:
-        config, sampling = single_config(args), sampling_kwargs(args)
-        threads = set_threads(args.threads)
-        model, tokenizer = load_model_from_args(args)
-    except CliError as error:
-        return fail(error, status=1 if str(error).startswith("--model") else 2)
+    return run_command(build_parser(), argv, run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config, sampling = single_config(args), sampling_kwargs(args)
+    threads = set_threads(args.threads)
+    model, tokenizer = load_model_from_args(args)
     try:
         input_ids = encode_prompt(tokenizer, args.prompt, chat=False if args.no_chat else None).to(model.device)
     except ValueError as error:
-        return fail(f"--prompt: {error}", status=2)
+        raise CliError(f"--prompt: {error}") from None
     engine = LookaheadEngine(model, config)
     verifier = type(engine.verifier_for(bool(sampling))).name
     print(f"[{args.model or DEFAULT_MODEL}] W={config.window} N={config.ngram} G={config.guess_set} "

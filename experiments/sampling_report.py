@@ -36,7 +36,7 @@ import torch
 
 from experiments import datasets
 from experiments.cli import (
-    CliError, add_config_arguments, add_model_arguments, command_line, fail, int_at_least, load_model_from_args,
+    add_config_arguments, add_model_arguments, command_line, int_at_least, load_model_from_args, run_command,
     set_threads, single_config,
 )
 from framework import LookaheadConfig, LookaheadEngine
@@ -166,17 +166,14 @@ def render(overall, by_category, categories: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    try:
-        config = single_config(args)
-        threads = set_threads(args.threads)
-        prompts = datasets.load_dataset("spec_bench", limit_per_category=args.limit, seed=args.seed)
-        model, tokenizer = load_model_from_args(args)
-    except CliError as error:
-        return fail(error, 1 if str(error).startswith("--model") else 2)
+    return run_command(build_parser(), argv, report)
+
+
+def report(args: argparse.Namespace) -> int:
+    config = single_config(args)
+    threads = set_threads(args.threads)
+    prompts = datasets.load_dataset("spec_bench", limit_per_category=args.limit, seed=args.seed)
+    model, tokenizer = load_model_from_args(args)
     print(
         f"[{args.model or DEFAULT_MODEL}] W={config.window} N={config.ngram} G={config.guess_set} | {len(prompts)} "
         f"prompts, max_new_tokens={args.max_new_tokens}, {threads}, device={model.device}",
@@ -186,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     overall, by_category = measure(model, tokenizer, prompts, config, args.max_new_tokens, args.seed)
     categories = list(dict.fromkeys(p.category for p in prompts))
     print(render(overall, by_category, categories))
-    print(f"\n({time.perf_counter() - start:.0f} s; command: {command_line('python -m experiments.sampling_report', argv)})")
+    print(f"\n({time.perf_counter() - start:.0f} s; command: {command_line('python -m experiments.sampling_report', args.argv)})")
     return 0
 
 

@@ -45,8 +45,8 @@ import torch
 from pydantic import ValidationError
 
 from experiments.cli import (
-    CliError, add_model_arguments, assign, command_line, fail, import_strategies, int_at_least, load_model_from_args,
-    parse_set, set_threads,
+    CliError, add_model_arguments, assign, command_line, import_strategies, int_at_least, load_model_from_args,
+    parse_set, run_command, set_threads,
 )
 from experiments.harness import config_label, dump_config
 from experiments.runinfo import describe_device, git_commit, loadavg, now
@@ -523,19 +523,19 @@ def _wandb(settings: RunSettings, name: str, target: Target, out: Path):
 def main(argv: list[str] | None = None, *, model_and_tokenizer=None) -> int:
     """Parse, load, sweep; returns the exit status. ``model_and_tokenizer`` replaces loading
     ``--model`` (tests pass a tiny model)."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
+    return run_command(build_parser(), argv, lambda args: run(args, model_and_tokenizer))
+
+
+def run(args: argparse.Namespace, model_and_tokenizer=None) -> int:
     try:
         sweep = read_sweep(args)
-        set_threads(sweep.spec.threads)
-        model_and_tokenizer = model_and_tokenizer or load_model_from_args(args, dtype=sweep.spec.dtype)
-    except (SpaceError, CliError) as error:
-        return fail(error, 1 if str(error).startswith("--model") else 2)
+    except SpaceError as error:
+        raise CliError(str(error)) from None
+    set_threads(sweep.spec.threads)
+    model_and_tokenizer = model_and_tokenizer or load_model_from_args(args, dtype=sweep.spec.dtype)
     settings = RunSettings(storage=args.storage, out=args.out, model_name=args.model, heldout=not args.no_heldout,
                            report=not args.no_report, wandb=args.wandb, wandb_project=args.wandb_project,
-                           command=command_line("python -m experiments.sweep", argv), imports=list(args.imports))
+                           command=command_line("python -m experiments.sweep", args.argv), imports=list(args.imports))
     try:
         summary = run_sweep(sweep, *model_and_tokenizer, settings)
     except KeyboardInterrupt:
