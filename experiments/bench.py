@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -149,6 +150,28 @@ class RecordWriter:
         self.file.close()
 
 
+def atomic_write(path: Path, write) -> None:
+    """``write(temporary path)``, then rename it over ``path``: readers never see half a file."""
+    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    write(temporary)
+    os.replace(temporary, path)
+
+
+def check_lengths(model, tokenizer, prompts: Sequence[datasets.Prompt], max_new_tokens: int) -> None:
+    """Refuse, before measuring, prompts that with ``max_new_tokens`` exceed the model's positions."""
+    from framework.engine import position_limit
+
+    limit = position_limit(model.config)
+    if limit is None:
+        return
+    too_long = [(item.prompt_id, item.input_ids.shape[1]) for item in bench_inputs(tokenizer, prompts)
+                if item.input_ids.shape[1] + max_new_tokens > limit]
+    if too_long:
+        shown = ", ".join(f"{pid} ({tokens} tokens)" for pid, tokens in too_long[:3])
+        raise CliError(f"--max-new-tokens {max_new_tokens}: {len(too_long)} prompt(s) would exceed the model's "
+                       f"position limit {limit}: {shown}; lower --max-new-tokens or choose other prompts")
+
+
 def bench_inputs(tokenizer, prompts: Sequence[datasets.Prompt]) -> list[PromptInput]:
     """First-turn inputs (the chat template for chat models, raw text for HumanEval)."""
     return [PromptInput(p.id, p.category, datasets.encode(tokenizer, p, 0), turn=0) for p in prompts]
@@ -162,10 +185,14 @@ def second_turn(tokenizer, prompt: datasets.Prompt, first: Record) -> PromptInpu
 
 
 def run_benchmark(model, tokenizer, prompts: Sequence[datasets.Prompt], methods: Sequence[Method],
-                  args: argparse.Namespace, on_record) -> list[Record]:
-    """Warm up, then every prompt (and with ``--turns 2`` its second turn) through every method."""
+                  args: argparse.Namespace, on_record, done: dict[tuple[str, int], list[Record]] | None = None,
+                  ) -> list[Record]:
+    """Warm up, then every prompt (and with ``--turns 2`` its second turn) through every method;
+    ``done`` holds the records of (prompt id, turn) pairs an earlier, killed run finished: those are
+    kept, not measured again."""
     from tqdm import tqdm
 
+    done = dict(done or {})
     inputs = bench_inputs(tokenizer, prompts)
     two_turns = [args.turns == 2 and len(p.turns) > 1 for p in prompts]
     if inputs and args.warmup > 0:
@@ -174,14 +201,16 @@ def run_benchmark(model, tokenizer, prompts: Sequence[datasets.Prompt], methods:
     bar = tqdm(total=len(inputs) + sum(two_turns), desc="prompts", unit="prompt", file=sys.stderr, dynamic_ncols=True)
 
     def measure(item: PromptInput) -> list[Record]:
-        done = run_prompt(model, methods, item, args.max_new_tokens, repeats=args.repeats, rotate=bar.n,
-                          track_memory=not args.no_memory)
-        for record in done:
-            on_record(record)
-        records.extend(done)
+        finished = done.get((item.prompt_id, item.turn))
+        if finished is None:
+            finished = run_prompt(model, methods, item, args.max_new_tokens, repeats=args.repeats, rotate=bar.n,
+                                  track_memory=not args.no_memory)
+            for record in finished:
+                on_record(record)
+        records.extend(finished)
         bar.set_postfix_str(_throughput(records), refresh=False)
         bar.update(1)
-        return done
+        return finished
 
     for prompt, item, both in zip(prompts, inputs, two_turns):
         first = measure(item)
@@ -324,15 +353,16 @@ def write_report(out: Path, header: dict[str, Any], records: Sequence[Record], p
     """table.md (+ the PNGs) from the records; returns the markdown."""
     rows = summarize(records)  # categories in first-seen order: the dataset's order
     text = markdown_tables(rows, header)
-    (out / TABLE).write_text(text)
+    atomic_write(out / TABLE, lambda path: path.write_text(text))
     if plots and records:
-        plot_speedup(rows, out / SPEEDUP_PNG)
-        plot_accepted(records, out / ACCEPTED_PNG)
+        atomic_write(out / SPEEDUP_PNG, lambda path: plot_speedup(rows, path))
+        atomic_write(out / ACCEPTED_PNG, lambda path: plot_accepted(records, path))
     return text
 
 
 def read_run(path: str | Path) -> tuple[dict[str, Any], list[Record]]:
-    """The header and records of a ``records.jsonl`` (a killed run's too)."""
+    """The header and records of a ``records.jsonl`` (a killed or resumed run's too; a torn last
+    line is skipped)."""
     path = Path(path)
     path = path / RECORDS if path.is_dir() else path
     header: dict[str, Any] = {}
@@ -346,10 +376,51 @@ def read_run(path: str | Path) -> tuple[dict[str, Any], list[Record]]:
             continue
         kind = data.pop("type", "record")
         if kind == "header":
-            header = data
+            if header and run_key(header) != run_key(data):
+                raise CliError(f"{path}: holds two different runs (a second header at a later line); re-run them "
+                               f"into separate folders")
+            header = header or data
         elif kind == "record":
             records.append(Record.from_json(data))
     return header, records
+
+
+RUN_KEYS = ("dataset", "limit_per_category", "seed", "turns", "max_new_tokens", "warmup", "repeats",
+            "model", "dtype", "device", "torch_threads", "methods")
+
+
+def run_key(header: dict[str, Any]) -> dict[str, Any]:
+    """What makes two runs one: the prompts, the methods and their configs, the model, the device
+    and its threads; not the date, the load or the commit."""
+    return {key: header.get(key) for key in RUN_KEYS}
+
+
+def resume(out: Path, header: dict[str, Any], methods: Sequence[Method]) -> dict[tuple[str, int], list[Record]]:
+    """The finished (prompt id, turn) pairs of the run already in ``out``: the same run or refused.
+    A torn last line (a kill mid-write) and pairs missing a method are dropped from the file."""
+    path = out / RECORDS
+    text = path.read_text(errors="replace")
+    if text and not text.endswith("\n"):
+        kept = text[: text.rfind("\n") + 1]
+        print(f"[bench] {path}: dropped a torn last line ({len(text) - len(kept)} bytes) left by a killed run",
+              file=sys.stderr)
+        text = kept
+    earlier, records = read_run(path) if text else ({}, [])
+    if earlier and run_key(earlier) != run_key(header):
+        differ = [key for key, value in run_key(header).items() if run_key(earlier).get(key) != value]
+        raise CliError(f"--out {out}: holds a different run (it differs in {', '.join(differ)}); choose a new "
+                       f"folder, or re-render that one with --report {out}")
+    groups: dict[tuple[str, int], list[Record]] = {}
+    for record in records:
+        groups.setdefault((record.prompt_id, record.turn), []).append(record)
+    names = {method.name for method in methods}
+    done = {pair: group for pair, group in groups.items() if {r.method for r in group} == names}
+    lines = [json.dumps({"type": "header", **(earlier or header)})]
+    lines += [json.dumps({"type": "record", **r.to_json()}) for group in done.values() for r in group]
+    atomic_write(path, lambda temporary: temporary.write_text("\n".join(lines) + "\n"))
+    if done:
+        print(f"[bench] resuming {out}: {len(done)} finished prompt turns kept, not measured again", file=sys.stderr)
+    return done
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,18 +460,17 @@ def run(args: argparse.Namespace, model_and_tokenizer=None) -> int:
     out = output_folder(args.out)
     threads = set_threads(args.threads)
     model, tokenizer = model_and_tokenizer or load_model_from_args(args)
+    check_lengths(model, tokenizer, prompts, args.max_new_tokens)
     print(f"[bench] {len(prompts)} prompts x {len(methods)} methods on {model.device}, {threads} -> {out}",
           file=sys.stderr)
     return measure_and_report(args, model, tokenizer, prompts, methods, out)
 
 
 def output_folder(path: str | None) -> Path:
-    """``--out`` (default ``bench_results/<timestamp>``), refused if it already holds a run: two
-    runs in one records file would be reported as one."""
+    """``--out`` (default ``bench_results/<timestamp>``), created and checked writable up front."""
     out = Path(path or Path("bench_results") / dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    if (out / RECORDS).exists():
-        raise CliError(f"--out {out}: already holds a run ({RECORDS}); choose a new folder "
-                       f"(or re-render that one with --report {out})")
+    if out.exists() and not (out.is_dir() and os.access(out, os.W_OK)):
+        raise CliError(f"--out {out}: not a writable folder; choose another")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -409,18 +479,24 @@ def output_folder(path: str | None) -> Path:
 
 
 def measure_and_report(args, model, tokenizer, prompts, methods, out: Path) -> int:
-    """The run proper: header, records as they come, the report (stdout); returns 0."""
+    """The run proper: header, records as they come, the report (stdout); returns 0. A folder
+    holding the same run (a killed one) is resumed; one holding another run is refused."""
     header = header_record(args, model, methods, prompts)
+    existing = (out / RECORDS).exists()
+    done = resume(out, header, methods) if existing else {}
     writer = RecordWriter(out / RECORDS)
-    writer.write("header", header)
+    if existing:  # resume() kept the first header
+        writer.write("resume", {"date": header["date"], "git": header["git"], "loadavg": header["loadavg"]})
+    else:
+        writer.write("header", header)
     start = time.perf_counter()
     try:
         records = run_benchmark(model, tokenizer, prompts, methods, args,
-                                lambda record: writer.write("record", record.to_json()))
+                                lambda record: writer.write("record", record.to_json()), done)
     finally:
         writer.write("footer", {"elapsed_seconds": round(time.perf_counter() - start, 2), "loadavg": loadavg()})
         writer.close()
-    text = write_report(out, header, records, plots=not args.no_plots)
+    text = write_report(out, read_run(out)[0], records, plots=not args.no_plots)
     if args.wandb:
         log_wandb(args, header, records, out)
     print(text)

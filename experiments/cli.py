@@ -220,7 +220,8 @@ def explain(error: ValidationError, origins: dict[str, str], fallback: str = "co
     lines = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"])
-        origin = _origin(key, origins) or fallback
+        sizes = [origins[k] for k in ("window", "ngram", "guess_set", "max_step_tokens") if k in origins]
+        origin = (_origin(key, origins) if key else (sizes[-1] if sizes else None)) or fallback
         message = str(item["msg"]).removeprefix("Value error, ")
         plain = origin.startswith("--set") or origin.split(" ")[0] in SUGAR.values() or message.startswith(key)
         where = origin if plain else f"{origin}: {key}"
@@ -317,10 +318,14 @@ def set_threads(requested: int | None) -> str:
 
 def load_model_from_args(args: argparse.Namespace, dtype: str | None = None):
     """``(model, tokenizer)`` for ``--model`` (the default model if unset); errors name the flag."""
-    from framework.models import DEFAULT_MODEL, load_model
+    from framework.models import DEFAULT_MODEL, load_model, resolve_dtype
 
     if args.device is not None:
         _check_device(args.device)
+    try:
+        resolve_dtype(dtype or args.dtype)
+    except ValueError as error:
+        raise CliError(f"--dtype {dtype or args.dtype}: {error}") from None
     try:
         return load_model(args.model, dtype=dtype or args.dtype, attn_implementation=args.attn, device=args.device)
     except (OSError, ValueError, ImportError) as error:

@@ -225,6 +225,8 @@ def build_space(raw: Any, where: str = "space") -> Space:
         fields[key] = dimension(value, f"{where}.{key}")
         for candidate, label in candidates(fields[key], f"{where}.{key}"):
             _check(lambda v: LookaheadConfig.model_validate({key: v}), candidate, label)
+    sizes = {k: max(v for v, _ in candidates(fields[k], k)) for k in ("window", "ngram", "guess_set") if k in fields}
+    _check(LookaheadConfig.model_validate, sizes, f"{where} (its largest W, N, G)")  # the step-size bound
     return Space(fields, roles)
 
 

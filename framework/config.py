@@ -8,12 +8,30 @@ accepted without editing this file. An unknown name lists the registered ones.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, ValidationInfo, field_validator, model_validator,
+)
 
 import strategies  # noqa: F401  (registers the built-in strategies)
 from strategies.base import StrategyParams, parse_params
+
+
+def integral(value: Any) -> int | None:
+    """``value`` as an int if it is an integral number (Python, numpy, a one-element tensor, or a
+    float with no fraction); None for anything else (bools, strings, inf, nan, 2.5)."""
+    if hasattr(value, "numel") and hasattr(value, "item"):  # a tensor: only a single integral value
+        value = value.item() if value.numel() == 1 and not value.is_floating_point() else None
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    return None
 
 
 # the strategy a block names when it names none: {"capacity": 8} tunes the default pool
@@ -66,7 +84,13 @@ class LookaheadConfig(BaseModel):
         description="also add the n-grams of the committed output to the pool (prompt lookup over the "
         "generated text), tagged source 'output'",
     )
-    window_seed: int = Field(0, description="seed of the generator that draws the window's initial tokens")
+    window_seed: int = Field(0, ge=0, lt=2**64, description="seed of the generator that draws the window's initial tokens")
+    max_step_tokens: int = Field(
+        2048, ge=1,
+        description="the most tokens one step may feed: 1 + W*(N-1) + G*(N-1) (root, window, drafts) must "
+        "not exceed it. A guard against sizes that would take minutes per step (W=15 N=5 G=15 feeds 121; "
+        "the paper's largest setting, W=G=64 N=11, 1281); raise it knowingly",
+    )
     lazy_logits: bool = Field(
         True,
         description="project hidden states to the vocabulary only for the rows a tree-walking verifier "
@@ -82,11 +106,27 @@ class LookaheadConfig(BaseModel):
             "ngram": (2, "ngram=2 verifies one-token drafts"),
             "guess_set": (0, "guess_set=0 disables verification"),
         }[info.field_name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        number = integral(value)
+        if number is None:
             raise ValueError(f"{info.field_name} must be an integer, got {value!r}")
-        if value < low:
+        if number < low:
             raise ValueError(f"{info.field_name} must be >= {low} ({meaning}), got {value!r}")
-        return int(value)
+        return number
+
+    @model_validator(mode="after")
+    def _bounded_step(self) -> "LookaheadConfig":
+        fed = self.step_tokens()
+        if fed > self.max_step_tokens:
+            raise ValueError(
+                f"window={self.window}, ngram={self.ngram}, guess_set={self.guess_set} would feed up to {fed} "
+                f"tokens per step (1 + W*(N-1) + G*(N-1)), above max_step_tokens={self.max_step_tokens}; lower "
+                f"W, N or G, or raise max_step_tokens if you mean it"
+            )
+        return self
+
+    def step_tokens(self) -> int:
+        """The most tokens one step feeds: the root, the window's W x (N-1), G drafts of N-1."""
+        return 1 + (self.window + self.guess_set) * (self.ngram - 1)
 
     def summary(self) -> str:
         return (

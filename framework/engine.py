@@ -94,6 +94,9 @@ class LookaheadEngine:
             config = LookaheadConfig()
         elif isinstance(config, dict):
             config = LookaheadConfig.model_validate(config)
+        elif not isinstance(config, LookaheadConfig):
+            raise TypeError(f"config must be a LookaheadConfig or a dict of its fields, got {type(config).__name__} "
+                            f"{config!r}; e.g. LookaheadConfig(window=4, ngram=4, guess_set=4)")
         self.model = model
         self.config = config
         self.masks = MaskBuilder(model)
@@ -125,6 +128,9 @@ class LookaheadEngine:
         from the model's generation_config, as in Hugging Face ``generate``."""
         start = time.perf_counter()
         prompt = self._check_prompt(input_ids, max_new_tokens)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)) or None, "
+                            f"got {type(generator).__name__} {generator!r}")
         sampling = resolve_sampling(self.model.generation_config, do_sample, temperature, top_k, top_p, min_p)
         run = self._begin(prompt, max_new_tokens, eos_token_id, streamer, sampling, generator)
         while not run.finished:
@@ -337,6 +343,9 @@ class LookaheadEngine:
             )
         if input_ids.shape[1] == 0:
             raise ValueError("input_ids is empty: the prompt needs at least one token")
+        if input_ids.dtype == torch.bool or input_ids.is_floating_point() or input_ids.is_complex():
+            raise ValueError(f"input_ids must hold integer token ids (torch.long), got dtype {input_ids.dtype}; "
+                             f"pass the tokenizer's output, e.g. tokenizer(text, return_tensors='pt').input_ids")
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
         prompt = input_ids[0].to("cpu", torch.long)

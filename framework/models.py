@@ -134,6 +134,8 @@ def encode_prompt(
         encode_prompt(tok, "Hi")   # <|im_start|>system\\n...<|im_end|>\\n<|im_start|>user\\nHi<|im_end|>\\n
                                    # <|im_start|>assistant\\n
     """
+    if isinstance(prompt, str) and not prompt.strip():
+        raise ValueError("the prompt is empty; give the text to answer (or to continue, without chat)")
     chat = is_chat_model(tokenizer) if chat is None else chat
     if chat and not is_chat_model(tokenizer):
         raise ValueError("chat=True but the tokenizer has no chat template; encode with chat=False (--no-chat)")
@@ -240,6 +242,9 @@ def _resolve_source(name_or_path, cache_dir) -> tuple[str, str | None]:
         if not path.is_file():
             raise FileNotFoundError(f"model {str(name_or_path)!r}: no such GGUF file")
         return str(path.parent), path.name
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise FileNotFoundError(f"model {str(name_or_path)!r}: this folder holds no config.json, so it is not a "
+                                f"Hugging Face model folder (give the folder that from_pretrained saved, or a .gguf file)")
     return str(name_or_path), None
 
 

@@ -10,6 +10,8 @@ are refused with an error naming the setting, never ignored.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from transformers import GenerationConfig, LogitsProcessorList
 from transformers.generation.logits_process import (
@@ -32,11 +34,15 @@ def eos_token_ids(generation_config, eos_token_id=None) -> list[int]:
         eos_token_id = getattr(generation_config, "eos_token_id", None)
     if eos_token_id is None:
         return []
-    if isinstance(eos_token_id, torch.Tensor):
+    if isinstance(eos_token_id, str):
+        raise ValueError(f"eos_token_id must be a token id, not the token {eos_token_id!r}; resolve it with the "
+                         f"tokenizer: tokenizer.convert_tokens_to_ids({eos_token_id!r})")
+    if isinstance(eos_token_id, torch.Tensor) and not (eos_token_id.is_floating_point() or eos_token_id.dtype == torch.bool):
         eos_token_id = eos_token_id.flatten().tolist()
-    values = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
-    if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values):
-        raise ValueError(f"eos_token_id must be a token id (an int >= 0) or a list of them, got {eos_token_id!r}")
+    values = list(eos_token_id) if isinstance(eos_token_id, (list, tuple, set)) else [eos_token_id]
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0 for v in values):
+        raise ValueError(f"eos_token_id must be a token id (an int >= 0), a list of them or an integer tensor, "
+                         f"got {eos_token_id!r}")
     return [int(v) for v in values]
 
 

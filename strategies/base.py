@@ -116,6 +116,8 @@ def parse_params(role: Role, block: Any) -> StrategyParams:
         block = {"name": block}
     if not isinstance(block, dict) or "name" not in block:
         raise ValueError(f"the {role} block needs a 'name' key, e.g. {{'name': ...}}; got {block!r}")
+    if not isinstance(block["name"], str):
+        raise ValueError(f"the {role} name must be a string, e.g. {{'name': 'lru'}}; got {block['name']!r}")
     return lookup(role, block["name"]).Params.model_validate(block)
 
 

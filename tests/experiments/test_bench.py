@@ -105,12 +105,34 @@ def test_a_strategy_from_a_file_outside_the_repo(tmp_path, user_pool_file, capsy
                                          "persist": False, "depth": 1} and records[1].identical
 
 
-def test_a_used_output_folder_is_refused(tmp_path, capsys):
-    argv = ["--dataset", "gsm8k", "--limit", "1", "--max-new-tokens", "2", "--methods", "greedy", "--no-plots"]
+def test_a_killed_run_resumes_without_measuring_finished_prompts_again(tmp_path, capsys, monkeypatch):
+    argv = ["--dataset", "gsm8k", "--limit", "3", "--max-new-tokens", "3", "--methods", "greedy,lookahead",
+            "--no-plots", "--threads", "1", "--warmup", "0"]
     assert run_bench(tmp_path, *argv) == 0
+    path = tmp_path / "run" / bench.RECORDS
+    lines = path.read_text().splitlines()
+    first_two = [line for line in lines if '"type": "record"' in line][:4]  # 2 prompts x 2 methods
+    torn = lines[0] + "\n" + "\n".join(first_two) + "\n" + first_two[0][:40]  # killed while writing prompt 2's
+    path.write_text(torn.replace(first_two[-1] + "\n", ""))  # ... and prompt 2 only half written
+    measured = []
+    real_run_prompt = bench.run_prompt
+    monkeypatch.setattr(bench, "run_prompt", lambda model, methods, item, *a, **k: (
+        measured.append(item.prompt_id) or real_run_prompt(model, methods, item, *a, **k)))
+    assert run_bench(tmp_path, *argv) == 0
+    err = capsys.readouterr().err
+    assert "dropped a torn last line" in err and "1 finished prompt turns kept" in err
+    assert len(measured) == 2  # prompt 1 was kept; prompt 2 (half written) and 3 measured
+    header, records = bench.read_run(path)
+    assert len(records) == 6 and len({(r.prompt_id, r.method) for r in records}) == 6
+    assert "| **Overall** | greedy | 3 |" in (tmp_path / "run" / bench.TABLE).read_text()
+
+
+def test_a_different_run_into_a_used_folder_is_refused(tmp_path, capsys):
+    argv = ["--dataset", "gsm8k", "--limit", "1", "--methods", "greedy", "--no-plots", "--threads", "1"]
+    assert run_bench(tmp_path, *argv, "--max-new-tokens", "2") == 0
     before = (tmp_path / "run" / bench.RECORDS).read_text()
-    assert run_bench(tmp_path, *argv) == 2
-    assert "already holds a run" in capsys.readouterr().err
+    assert run_bench(tmp_path, *argv, "--max-new-tokens", "4") == 2
+    assert "holds a different run (it differs in max_new_tokens)" in capsys.readouterr().err
     assert (tmp_path / "run" / bench.RECORDS).read_text() == before
 
 
