@@ -53,6 +53,11 @@ BAD = [
     (sweep_of({"window": {"low": 0.5, "high": 4}}), "space.window.low: window must be an integer"),
     (sweep_of({"window": {"low": 0, "high": "8"}}), "space.window: low, high and step must be numbers"),
     (sweep_of({"window": []}), "space.window: give at least one choice"),
+    (sweep_of({"window": {"low": 0.0, "high": 8.0}}), "space.window: window must be an integer"),
+    (sweep_of({"window": {"low": 0, "high": 100000000}}), "space.window.high: window=100000000, ngram=4, guess_set=2 "
+                                                          "would feed up to 300000007 tokens per step"),
+    (sweep_of({"window": {"low": 0, "high": 300}, "ngram": [3, 8], "guess_set": 300}),
+     "space (its largest W, N, G): window=300, ngram=8, guess_set=300 would feed up to"),
     (sweep_of({"pool": ["lru", "nope"]}), "space.pool: unknown pool 'nope'; registered pools:"),
     (sweep_of({"pool": {"choices": "all", "params": {"capcity": [4]}}}), "space.pool.params.capcity: no chosen pool"),
     (sweep_of({"pool": {"choices": ["lru"], "params": {"capacity": [0, 4]}}}),
