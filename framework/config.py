@@ -35,7 +35,7 @@ def integral(value: Any) -> int | None:
 
 
 # the strategy a block names when it names none: {"capacity": 8} tunes the default pool
-DEFAULT_STRATEGIES = {"scheduler": "static", "pool": "lru", "verifier": "greedy"}
+DEFAULT_STRATEGIES = {"scheduler": "static", "pool": "lru", "verifier": "greedy", "source": "ngram"}
 
 
 def _block(role: str):
@@ -51,6 +51,7 @@ def _block(role: str):
 SchedulerBlock = Annotated[SerializeAsAny[StrategyParams], _block("scheduler")]
 PoolBlock = Annotated[SerializeAsAny[StrategyParams], _block("pool")]
 VerifierBlock = Annotated[SerializeAsAny[StrategyParams], _block("verifier")]
+SourceBlock = Annotated[SerializeAsAny[StrategyParams], _block("source")]
 
 
 class LookaheadConfig(BaseModel):
@@ -73,6 +74,21 @@ class LookaheadConfig(BaseModel):
     scheduler: SchedulerBlock = Field(default_factory=lambda: parse_params("scheduler", DEFAULT_STRATEGIES["scheduler"]))
     pool: PoolBlock = Field(default_factory=lambda: parse_params("pool", DEFAULT_STRATEGIES["pool"]))
     verifier: VerifierBlock = Field(default_factory=lambda: parse_params("verifier", DEFAULT_STRATEGIES["verifier"]))
+    sources: list[SourceBlock] = Field(
+        default_factory=lambda: [parse_params("source", DEFAULT_STRATEGIES["source"])],
+        description="draft sources whose candidates the planner merges into one token tree: ngram (the "
+        "paper's pool: window, prompt and output n-grams), suffix (copied text), recycling (Token Recycling)",
+    )
+    draft_budget: int | None = Field(
+        None, ge=0,
+        description="most draft-tree nodes fed per step, the best by estimated acceptance; None: every "
+        "candidate (the ngram source alone: G drafts of N-1 tokens, as the paper)",
+    )
+    min_score: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="drop tree nodes whose estimated chance of being reached is below this before feeding "
+        "(multi-stage verification; 0 keeps all)",
+    )
     realign: Literal["keep", "shift"] = Field(
         "keep",
         description="after a step that accepts k draft tokens: 'keep' the window as it is and re-base it "
@@ -113,23 +129,38 @@ class LookaheadConfig(BaseModel):
             raise ValueError(f"{info.field_name} must be >= {low} ({meaning}), got {value!r}")
         return number
 
+    @field_validator("sources")
+    @classmethod
+    def _distinct_sources(cls, value: list) -> list:
+        names = [block.name for block in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"each source may appear once, got {names}")
+        return value
+
     @model_validator(mode="after")
     def _bounded_step(self) -> "LookaheadConfig":
         fed = self.step_tokens()
         if fed > self.max_step_tokens:
             raise ValueError(
                 f"window={self.window}, ngram={self.ngram}, guess_set={self.guess_set} would feed up to {fed} "
-                f"tokens per step (1 + W*(N-1) + G*(N-1)), above max_step_tokens={self.max_step_tokens}; lower "
-                f"W, N or G, or raise max_step_tokens if you mean it"
+                f"tokens per step (1 + W*(N-1) + the draft tree: {fed - 1 - self.window * (self.ngram - 1)} "
+                f"nodes), above max_step_tokens={self.max_step_tokens}; lower W, N, G or draft_budget, or raise "
+                f"max_step_tokens if you mean it"
             )
         return self
 
     def step_tokens(self) -> int:
-        """The most tokens one step feeds: the root, the window's W x (N-1), G drafts of N-1."""
-        return 1 + (self.window + self.guess_set) * (self.ngram - 1)
+        """The most tokens one step feeds: the root, the window's W x (N-1), the draft tree (the
+        budget, or every source's most: G x (N-1) for the ngram source alone)."""
+        from strategies.base import lookup
+
+        tree = sum(lookup("source", block.name).node_cap(block, self) for block in self.sources)
+        if self.draft_budget is not None:
+            tree = min(tree, self.draft_budget)
+        return 1 + self.window * (self.ngram - 1) + tree
 
     def summary(self) -> str:
         return (
             f"W={self.window} N={self.ngram} G={self.guess_set} scheduler={self.scheduler.name} "
-            f"pool={self.pool.name} verifier={self.verifier.name}"
+            f"pool={self.pool.name} verifier={self.verifier.name} sources={'+'.join(b.name for b in self.sources)}"
         )

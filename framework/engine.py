@@ -3,9 +3,11 @@
 Glossary (docs/design.md has the paper-symbol table and a worked layout):
     root        the current token: the last committed token, not yet in the KV cache.
     window      the lookahead branch (N-1 levels x W columns of guesses, Jacobi-updated).
-    draft       a candidate continuation of the root (N-1 tokens) offered by the n-gram pool.
-    guess_set   the drafts verified in one step (at most G).
-    verdict     the verifier's choice: accepted draft tokens + one bonus token.
+    draft       a candidate continuation of the root offered by a draft source (the n-gram pool's
+                are N-1 tokens; suffix and recycling drafts have any length).
+    draft tree  every source's candidates merged by shared prefixes, the best ``draft_budget``
+                nodes by estimated acceptance (framework/planner.py): the verification branch.
+    verdict     the verifier's choice: accepted draft tokens + one bonus token ("emitted").
 
 Example of one greedy step (N=3): committed "... the", root "the"; the pool offers drafts
 ["cat", "sat"] and ["dog", "ran"]. The forward pass predicts "cat" after the root, "sat" after
@@ -17,21 +19,24 @@ its columns gave new n-grams for the pool.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+from transformers import Cache, LogitsProcessorList
 
 from framework.attention import MaskBuilder
 from framework.config import LookaheadConfig
 from framework.head import StepOutputs, split_head
 from framework.kv import accepts_logits_to_keep, cache_argument, cache_length, keep_slots, new_cache
-from framework.layout import DraftTree, StepLayout, build_draft_tree, step_layout
-from framework.ngrams import sequence_ngrams
+from framework.layout import DraftTree, StepLayout, step_layout
 from framework.output import DecodeStats, LookaheadOutput
+from framework.planner import plan_tree
 from framework.processors import build_processors, eos_token_ids, score_rows
 from framework.sampling import SamplingSettings, resolve_sampling
 from framework.window import Window
-from strategies.base import SOURCE_LOOKAHEAD, SOURCE_NONE, SOURCE_OUTPUT, SOURCE_PROMPT, StepRecord, Verdict, lookup
+from strategies.base import SOURCE_NONE, FedNode, StepOutcome, StepRecord, Verdict, Verifier, lookup, registered
 
 
 def position_limit(model_config) -> int | None:
@@ -51,14 +56,13 @@ class Run:
     prompt_length: int
     max_new_tokens: int
     eos: frozenset[int]
-    cache: object
+    cache: Cache
     window: Window
-    processors: object  # generation-config processors: applied row by row, in each row's context
-    warpers: object  # sampling warpers: context-free, applied to all rows at once
-    verifier: object
-    streamer: object = None
+    processors: LogitsProcessorList  # generation-config processors: row by row, in each row's context
+    warpers: LogitsProcessorList  # sampling warpers: context-free, applied to all rows at once
+    verifier: Verifier
+    streamer: Any = None  # anything with put(tensor) / end(), e.g. transformers.TextStreamer
     generator: torch.Generator | None = None
-    harvested: int = 0  # output n-grams with keys before this index are in the pool
     finished: bool = False
     stats: DecodeStats = field(default_factory=DecodeStats)
     history: list[StepRecord] = field(default_factory=list)
@@ -82,8 +86,9 @@ class Run:
 class LookaheadEngine:
     """Lookahead decoding (Fu et al., ICML 2024) around any Hugging Face decoder-only model.
 
-    ``generate`` runs, per step: plan (window width, drafts from the pool), one forward pass over
-    root + drafts + window, verify, update the window (harvesting n-grams into the pool), commit.
+    ``generate`` runs, per step: plan (window width, the draft tree from every source), one forward
+    pass over root + draft tree + window, verify, update the window (harvesting n-grams), commit
+    (and let every source observe the outcome).
     Greedy output is token-for-token that of ``model.generate(do_sample=False)``.
     """
 
@@ -105,8 +110,14 @@ class LookaheadEngine:
         self.split = split_head(model)  # (body, head) when logits can be projected on demand
         self.max_positions = position_limit(model.config)
         self.scheduler = lookup("scheduler", config.scheduler.name)(config.scheduler, window=config.window)
-        self.pool = lookup("pool", config.pool.name)(config.pool, ngram=config.ngram, guess_set=config.guess_set)
+        self.sources = [lookup("source", block.name)(block, config=config) for block in config.sources]
         self.verifier = lookup("verifier", config.verifier.name)(config.verifier)
+        self.top_k = max((getattr(source, "top_k", 0) for source in self.sources), default=0)
+
+    @property
+    def pool(self):
+        """The n-gram pool of the ``ngram`` source (None without one)."""
+        return next((source.pool for source in self.sources if hasattr(source, "pool")), None)
 
     # ------------------------------------------------------------------ public API
     @torch.inference_mode()
@@ -139,29 +150,22 @@ class LookaheadEngine:
 
     # ------------------------------------------------------------------ the step
     def _step(self, run: Run) -> None:
-        layout, drafts, tree, sources = self._plan(run)
+        layout, tree, offered = self._plan(run)
         outputs = self._forward(run, layout, tree)
-        verdict = self._verify(run, drafts, tree, outputs)
-        self._update_window(run, layout, outputs)
-        self._commit(run, layout, verdict, drafts, tree, sources)
+        verdict, seen = self._verify(run, tree, outputs)
+        harvest = self._update_window(run, layout, outputs, seen)
+        self._commit(run, layout, verdict, tree, offered, harvest, seen)
 
-    def _plan(self, run: Run) -> tuple[StepLayout, torch.Tensor, DraftTree, list[str]]:
-        """Window width for this step and the drafts (``# [g, L]``) to verify, as a token tree."""
+    def _plan(self, run: Run) -> tuple[StepLayout, DraftTree, Counter]:
+        """Window width for this step and the draft tree: every source's candidates, planned."""
         width = self._window_width(run)
         if width != run.window.width or not run.window.levels:
             run.window.resize(width, run.context())
-        draft_len = min(self.config.ngram - 1, run.remaining - 1, self._positions_left(run))
-        offered = self.pool.offer(run.root, self.config.guess_set) if draft_len > 0 else []
-        drafts, sources = [], []
-        for draft, source in offered:
-            draft = tuple(draft[:draft_len])
-            if len(draft) == draft_len and draft not in drafts:
-                drafts.append(draft)
-                sources.append(source)
-        tree = build_draft_tree(drafts)
+        max_len = min(run.remaining - 1, self._positions_left(run))
+        candidates = [c for source in self.sources for c in source.propose(run.tokens, max_len)] if max_len > 0 else []
+        tree = plan_tree(candidates, self.config.draft_budget, self.config.min_score, max_len)
         layout = step_layout(run.window.width, len(run.window.levels), tree.parents)
-        draft_tensor = torch.tensor(drafts, dtype=torch.long).reshape(len(drafts), draft_len if drafts else 0)
-        return layout, draft_tensor, tree, sources
+        return layout, tree, Counter(c.source for c in candidates)
 
     def _forward(self, run: Run, layout: StepLayout, tree: DraftTree) -> StepOutputs:
         """One pass over root + draft tree + window. Rows are projected to the vocabulary only
@@ -188,12 +192,17 @@ class LookaheadEngine:
     def _lazy(self, run: Run) -> bool:
         return self.split is not None and self.config.lazy_logits and run.verifier.walks_tree
 
-    def _verify(self, run: Run, drafts: torch.Tensor, tree: DraftTree, outputs: StepOutputs) -> Verdict:
-        """Scores after the generation config's processors (each row in its context), then the verifier."""
+    def _verify(self, run: Run, tree: DraftTree, outputs: StepOutputs) -> tuple[Verdict, dict[int, torch.Tensor]]:
+        """Scores after the generation config's processors (each row in its context), then the
+        verifier walks the tree. Returns the verdict and the raw logits of the rows it read
+        (node -> [V], -1 the root): sources that learn from the model's top tokens use them."""
         paths = self._node_paths(tree) if len(run.processors) else None
+        seen: dict[int, torch.Tensor] = {}
 
         def scores(nodes: list[int]) -> torch.Tensor:  # [k, V] for tree nodes (-1: the root)
             rows = outputs.logits([1 + n for n in nodes])
+            if self.top_k:
+                seen.update(zip(nodes, rows))
             if paths is not None:
                 context = run.context().to(rows.device)
                 rows = score_rows(run.processors, context, [paths[1 + n] for n in nodes], rows)
@@ -201,12 +210,13 @@ class LookaheadEngine:
                 rows = run.warpers(torch.zeros(rows.shape[0], 1, dtype=torch.long, device=rows.device), rows)
             return rows.cpu() if run.verifier.samples else rows  # a sampler's generator draws on the CPU
 
-        if self._lazy(run):
-            return run.verifier.verify_tree(scores([-1])[0], tree, scores, run.generator)
-        rows = scores(list(range(-1, tree.size)))  # [1 + n, V]
-        g, length = drafts.shape
-        draft_scores = rows[1:][tree.draft_nodes.to(rows.device)].reshape(g, length, rows.shape[-1])  # [g, L, V]
-        return run.verifier.verify(rows[0], drafts.to(rows.device), draft_scores, run.generator)
+        if not self._lazy(run):  # every row at once (the head does not split off, or lazy_logits=False)
+            every = scores(list(range(-1, tree.size)))  # [1 + n, V]
+            verdict = run.verifier.verify_tree(every[0], tree, lambda nodes: every[[1 + n for n in nodes]],
+                                               run.generator)
+        else:
+            verdict = run.verifier.verify_tree(scores([-1])[0], tree, scores, run.generator)
+        return verdict, seen
 
     @staticmethod
     def _node_paths(tree: DraftTree) -> list[list[int]]:
@@ -216,17 +226,44 @@ class LookaheadEngine:
             paths.append(paths[parent + 1] + [token])
         return paths
 
-    def _update_window(self, run: Run, layout: StepLayout, outputs: StepOutputs) -> None:
-        """Jacobi update: the top level's argmaxes become a new level; full columns become n-grams."""
+    def _update_window(self, run: Run, layout: StepLayout, outputs: StepOutputs,
+                       seen: dict[int, torch.Tensor]) -> list[tuple[int, tuple[int, ...]]]:
+        """Jacobi update: the top level's argmaxes become a new level; full columns become
+        n-grams, returned for the sources (the ngram source pools them)."""
         if run.window.width == 0:
-            return
-        harvest = run.window.advance(outputs.logits(layout.last_level_slots()).argmax(dim=-1).cpu())
-        if harvest is not None:
-            keys, drafts = harvest
-            self.pool.add_many(keys.tolist(), [tuple(d) for d in drafts.tolist()], SOURCE_LOOKAHEAD)
+            return []
+        slots = layout.last_level_slots()
+        rows = outputs.logits(slots)  # [W, V]
+        if self.top_k:
+            tops = run.window.levels[-1].tolist()
+            seen.update({("window", t): row for t, row in zip(tops, rows)})
+        harvest = run.window.advance(rows.argmax(dim=-1).cpu())
+        if harvest is None:
+            return []
+        keys, drafts = harvest
+        return list(zip(keys.tolist(), [tuple(d) for d in drafts.tolist()]))
 
-    def _commit(self, run: Run, layout, verdict: Verdict, drafts: torch.Tensor, tree: DraftTree, sources) -> None:
-        """Append the verdict's tokens (cut at EOS / max_new_tokens), keep their KV, report."""
+    def _commit(self, run: Run, layout: StepLayout, verdict: Verdict, tree: DraftTree, offered: Counter,
+                harvest: list, seen: dict) -> None:
+        """Append the verdict's tokens, keep their KV, let the sources learn, report the step."""
+        root = run.root
+        tokens = self._cut(run, verdict)
+        keep_slots(run.cache, run.past_length, [layout.node_slot(n) for n in verdict.path[: len(tokens) - 1]])
+        run.tokens.extend(tokens)
+        outcome = StepOutcome(
+            context=run.tokens, root=root, committed=tuple(tokens), accepted=len(tokens) - 1,
+            nodes=[FedNode(tree.tokens[n], tree.depth(n), tree.sources[n], tree.keys[n], n in verdict.path)
+                   for n in range(tree.size)],
+            window_ngrams=harvest, top_tokens=self._top_tokens(tree, root, seen),
+        )
+        for source in self.sources:
+            source.observe(outcome)
+        if self.config.realign == "shift" and verdict.accepted:
+            run.window.shift(verdict.accepted, run.context())
+        self._report(run, layout, verdict, tree, offered, tokens)
+
+    def _cut(self, run: Run, verdict: Verdict) -> list[int]:
+        """The verdict's tokens, cut at max_new_tokens and after the first EOS (which ends the run)."""
         tokens = list(verdict.tokens[: run.remaining])
         for i, token in enumerate(tokens):
             if token in run.eos:
@@ -234,29 +271,37 @@ class LookaheadEngine:
                 run.finished = True
                 run.stats.stop_reason = "eos"
                 break
-        kept = [layout.node_slot(int(tree.draft_nodes[verdict.row, t])) for t in range(len(tokens) - 1)]
-        keep_slots(run.cache, run.past_length, kept)
-        won = tuple(drafts[verdict.row].tolist()) if verdict.row is not None else None  # CPU drafts
-        self.pool.feedback(run.root, won, verdict.accepted)
-        run.tokens.extend(tokens)
-        self._harvest_output(run)
-        if self.config.realign == "shift" and verdict.accepted:
-            run.window.shift(verdict.accepted, run.context())
-        if run.streamer is not None:
-            run.streamer.put(torch.tensor(tokens, dtype=torch.long))
-        if run.remaining <= 0 and not run.finished:
+        if len(run.tokens) + len(tokens) - run.prompt_length >= run.max_new_tokens and not run.finished:
             run.finished = True
             run.stats.stop_reason = "length"
+        return tokens
+
+    def _top_tokens(self, tree: DraftTree, root: int, seen: dict) -> dict[int, list[int]]:
+        """token -> its top-k next tokens, for every row the step projected (sources that ask)."""
+        if not self.top_k:
+            return {}
+        token_of = lambda node: root if node == -1 else (node[1] if isinstance(node, tuple) else tree.tokens[node])
+        return {token_of(node): row.topk(self.top_k).indices.tolist() for node, row in seen.items()}
+
+    def _report(self, run: Run, layout: StepLayout, verdict: Verdict, tree: DraftTree, offered: Counter,
+                tokens: list[int]) -> None:
+        """Stream the tokens, record the step and the per-source attribution."""
+        if run.streamer is not None:
+            run.streamer.put(torch.tensor(tokens, dtype=torch.long))
+        accepted = verdict.path[: len(tokens) - 1]
         record = StepRecord(
             width=layout.width,
-            drafts=drafts.shape[0],
-            accepted=verdict.accepted,
+            drafts=tree.draft_nodes.shape[0],
+            accepted=len(tokens) - 1,
             emitted=len(tokens),
-            source=sources[verdict.row] if verdict.row is not None else SOURCE_NONE,
+            source=tree.origins[accepted[-1]] if accepted else SOURCE_NONE,
             fed_tokens=layout.size,
         )
         run.history.append(record)
         run.stats.record(record)
+        run.stats.offered.update(offered)
+        run.stats.fed.update(tree.sources)
+        run.stats.accepted_from.update(tree.sources[n] for n in accepted)
 
     # ------------------------------------------------------------------ helpers
     def _window_width(self, run: Run) -> int:
@@ -274,23 +319,11 @@ class LookaheadEngine:
             return 1 << 30
         return self.max_positions - 1 - run.past_length
 
-    def _harvest_output(self, run: Run) -> None:
-        if not self.config.harvest_output or self.config.guess_set == 0:
-            return
-        start = max(run.harvested, run.prompt_length - self.config.ngram + 1, 0)
-        keys, drafts = sequence_ngrams(torch.tensor(run.tokens[start:]), self.config.ngram)
-        self.pool.add_many(keys.tolist(), [tuple(d) for d in drafts.tolist()], SOURCE_OUTPUT)
-        run.harvested = start + keys.numel()
-
     def _begin(self, prompt, max_new_tokens, eos_token_id, streamer, sampling: SamplingSettings, generator) -> Run:
         config = self.config
-        if not config.pool.persist:
-            self.pool.reset()
         self.scheduler.reset()
-        self.pool.begin(prompt.tolist())
-        if config.pool.seed_from_prompt and config.guess_set > 0:
-            keys, drafts = sequence_ngrams(prompt, config.ngram)
-            self.pool.add_many(keys.tolist(), [tuple(d) for d in drafts.tolist()], SOURCE_PROMPT)
+        for source in self.sources:
+            source.begin(prompt.tolist())
         eos = eos_token_ids(self.model.generation_config, eos_token_id)
         window_generator = torch.Generator().manual_seed(config.window_seed)
         run = Run(
@@ -305,7 +338,6 @@ class LookaheadEngine:
             verifier=self.verifier_for(sampling.do_sample),
             streamer=streamer,
             generator=self._generator_for(sampling, generator),
-            harvested=prompt.numel(),
         )
         if streamer is not None:
             streamer.put(prompt[None].clone())
@@ -359,19 +391,19 @@ class LookaheadEngine:
             )
         return prompt
 
-    def verifier_for(self, do_sample: bool):
-        """The verifier a call runs: the configured one when it suits the call; else greedy / the
-        registered sampler (``type(engine.verifier_for(True)).name`` says which).
-
-        do_sample=True needs a verifier that declares ``preserves_distribution``; greedy calls
-        need an argmax verifier (``samples`` False)."""
-        if do_sample:
-            if self.verifier.preserves_distribution:
-                return self.verifier
-            return lookup("verifier", "sampling")(lookup("verifier", "sampling").Params())
-        if self.verifier.samples:
-            return lookup("verifier", "greedy")(lookup("verifier", "greedy").Params())
-        return self.verifier
+    def verifier_for(self, do_sample: bool) -> Verifier:
+        """The verifier a call runs: the configured one when its declared capabilities suit the call
+        (sampling needs ``preserves_distribution``; greedy needs an argmax verifier, ``samples``
+        False); else the first registered verifier, by name, that declares them. Never by name."""
+        suits = (lambda cls: cls.preserves_distribution and cls.walks_tree) if do_sample else (
+            lambda cls: not cls.samples and cls.walks_tree)
+        if suits(type(self.verifier)):
+            return self.verifier
+        for name, cls in sorted(registered("verifier").items()):
+            if suits(cls):
+                return cls(cls.Params())
+        raise ValueError(f"verifier {self.config.verifier.name!r} cannot {'sample' if do_sample else 'decode greedily'} "
+                         f"and no registered verifier can: register one that declares it")
 
     @staticmethod
     def _generator_for(sampling: SamplingSettings, generator: torch.Generator | None):

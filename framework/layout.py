@@ -28,23 +28,58 @@ import torch
 
 @dataclass(frozen=True)
 class DraftTree:
-    """Drafts merged by shared prefixes.
+    """Drafts merged by shared prefixes (a trie); parents always precede their children.
 
-    Example: drafts (5, 6, 7), (5, 6, 9), (8, 1, 2) -> nodes 5 6 7 9 8 1 2 with parents
-    -1 0 1 1 -1 4 5; ``draft_nodes`` = [[0, 1, 2], [0, 1, 3], [4, 5, 6]].
+    Example: drafts (5, 6, 7), (5, 6, 9), (8, 1) -> nodes 5 6 7 9 8 1 with parents
+    -1 0 1 1 -1 4; ``draft_nodes`` (one row per leaf, -1 past its end) = [[0, 1, 2], [0, 1, 3],
+    [4, 5, -1]]. ``sources``/``keys`` say which candidate each node came from (attribution).
     """
 
     tokens: tuple[int, ...]  # [n] token of each node
     parents: tuple[int, ...]  # [n] parent node, -1 for the root
-    draft_nodes: torch.Tensor  # [g, L] node of draft i's token t
+    draft_nodes: torch.Tensor  # [g, L] node of leaf path i's token t, -1 past the path's end
+    sources: tuple[str, ...] = ()  # [n] the source of the candidate that placed each node
+    keys: tuple = ()  # [n] that candidate's statistic key for the node
+    origins: tuple[str, ...] = ()  # [n] finer provenance (e.g. an n-gram's harvest tag)
 
     @property
     def size(self) -> int:
         return len(self.tokens)
 
+    def children(self) -> dict[int, dict[int, int]]:
+        """parent node (-1: the root) -> {token: child node}, children in creation order."""
+        table: dict[int, dict[int, int]] = {}
+        for node, (token, parent) in enumerate(zip(self.tokens, self.parents)):
+            table.setdefault(parent, {}).setdefault(token, node)
+        return table
+
+    def depth(self, node: int) -> int:
+        """1 for a child of the root."""
+        depth = 0
+        while node >= 0:
+            node, depth = self.parents[node], depth + 1
+        return depth
+
+
+def tree_from_nodes(tokens: list[int], parents: list[int], **tags) -> DraftTree:
+    """A ``DraftTree`` from nodes in parents-first order, with its leaf paths."""
+    has_child = set(parents)
+    paths = []
+    for node in range(len(tokens)):
+        if node in has_child:
+            continue
+        path = [node]
+        while parents[path[-1]] >= 0:
+            path.append(parents[path[-1]])
+        paths.append(path[::-1])
+    length = max((len(p) for p in paths), default=0)
+    rows = [p + [-1] * (length - len(p)) for p in paths]
+    draft_nodes = torch.tensor(rows, dtype=torch.long).reshape(len(rows), length)
+    return DraftTree(tuple(tokens), tuple(parents), draft_nodes, **{k: tuple(v) for k, v in tags.items()})
+
 
 def build_draft_tree(drafts: list[tuple[int, ...]]) -> DraftTree:
-    """Merge equal-length drafts into a trie; parents always precede their children."""
+    """Merge drafts into a trie, in order; equal-length drafts give ``draft_nodes`` row i = draft i."""
     index: dict[tuple[int, ...], int] = {}
     tokens: list[int] = []
     parents: list[int] = []
@@ -60,7 +95,8 @@ def build_draft_tree(drafts: list[tuple[int, ...]]) -> DraftTree:
                 parents.append(row[-1] if row else -1)
             row.append(node)
         rows.append(row)
-    length = len(drafts[0]) if drafts else 0
+    length = max((len(d) for d in drafts), default=0)
+    rows = [row + [-1] * (length - len(row)) for row in rows]
     return DraftTree(tuple(tokens), tuple(parents), torch.tensor(rows, dtype=torch.long).reshape(len(drafts), length))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
@@ -23,7 +24,10 @@ class DecodeStats:
     sources: list[str] = field(default_factory=list)
     fed_tokens: list[int] = field(default_factory=list)  # tokens in each step's forward pass
     widths: list[int] = field(default_factory=list)  # window width of each step
-    drafts: list[int] = field(default_factory=list)  # drafts verified in each step
+    drafts: list[int] = field(default_factory=list)  # draft paths (tree leaves) verified in each step
+    offered: Counter = field(default_factory=Counter)  # candidates each source proposed, all steps
+    fed: Counter = field(default_factory=Counter)  # draft-tree nodes of each source fed, all steps
+    accepted_from: Counter = field(default_factory=Counter)  # accepted draft tokens by source
     wall_seconds: float = 0.0
     stop_reason: str = ""  # 'eos', 'length' or 'empty'
 

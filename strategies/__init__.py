@@ -12,10 +12,16 @@ from strategies import (  # noqa: F401  (imported for registration)
     pool_lru,
     pool_unbounded,
     scheduler_static,
+    source_ngram,
+    source_recycling,
+    source_suffix,
     verifier_greedy,
     verifier_sampling,
 )
 from strategies.base import (  # noqa: F401
+    Candidate,
+    DraftSource,
+    StepOutcome,
     PoolPolicy,
     StepRecord,
     StrategyParams,

@@ -27,8 +27,10 @@ from typing import Any, Callable, ClassVar, Iterator, Literal, Sequence
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-Role = Literal["scheduler", "pool", "verifier"]
-ROLES: tuple[Role, ...] = ("scheduler", "pool", "verifier")
+Role = Literal["scheduler", "pool", "verifier", "source"]
+ROLES: tuple[Role, ...] = ("scheduler", "pool", "verifier")  # one block each in the config
+LIST_ROLES: tuple[Role, ...] = ("source",)  # a list of blocks in the config (``sources``)
+ALL_ROLES: tuple[Role, ...] = ROLES + LIST_ROLES
 
 # source tags of an n-gram: where it was harvested
 SOURCE_PROMPT = "prompt"
@@ -44,13 +46,13 @@ class StrategyParams(BaseModel):
     name: str
 
 
-_REGISTRY: dict[str, dict[str, type]] = {role: {} for role in ROLES}
+_REGISTRY: dict[str, dict[str, type]] = {role: {} for role in ALL_ROLES}
 
 
 def register(role: Role, name: str):
     """Class decorator: make ``cls`` selectable as ``{"name": name}`` in the ``role`` block."""
     if role not in _REGISTRY:
-        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+        raise ValueError(f"role must be one of {ALL_ROLES}, got {role!r}")
 
     def decorate(cls: type) -> type:
         params = getattr(cls, "Params", None)
@@ -232,12 +234,15 @@ class Verdict:
     tokens:   the committed tokens in order: the accepted draft prefix, then one bonus token
               (the model's own choice after it). Always 1..L+1 tokens.
     row:      index of the draft whose first ``accepted`` KV entries are kept (None if 0).
-    accepted: how many draft tokens were accepted (``len(tokens) - 1``).
+    accepted: how many draft tokens were accepted (``len(tokens) - 1``); "emitted" is
+              ``len(tokens)``, the accepted tokens plus the bonus token.
+    path:     from ``verify_tree``: the accepted nodes of the draft tree (``len == accepted``).
     """
 
     tokens: tuple[int, ...]
     row: int | None
     accepted: int
+    path: tuple[int, ...] = ()  # tree verifiers: the accepted draft-tree nodes, root first
 
 
 class Verifier(ABC):
@@ -286,3 +291,145 @@ class Verifier(ABC):
         """Like ``verify`` but reading node rows only when needed (``walks_tree = True``);
         ``Verdict.row`` is any draft whose first ``accepted`` nodes are the accepted path."""
         raise NotImplementedError(f"{type(self).__name__} does not walk the draft tree")
+
+
+# --------------------------------------------------------------------------------------------
+# DraftSource
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One proposed continuation of the root, as a draft source offers it.
+
+    tokens: the draft, 1 .. the source's max length tokens.
+    probs:  per token, the source's estimate that it is accepted given the tokens before it were
+            (``len(probs) == len(tokens)``, each in [0, 1]); the planner ranks tree nodes by the
+            product along the path, the expected number of accepted tokens is its sum.
+    keys:   per token, the statistic the estimate came from (e.g. its depth): what the source
+            learns about when it observes the outcome.
+    source: the source's name (attribution).
+    origin: finer provenance, reported per step in ``stats.sources`` (e.g. an n-gram's harvest
+            tag: prompt, lookahead, output); the source's name when it has none.
+    """
+
+    tokens: tuple[int, ...]
+    probs: tuple[float, ...]
+    keys: tuple[Any, ...]
+    source: str
+    origin: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.origin:
+            object.__setattr__(self, "origin", self.source)
+
+
+@dataclass(frozen=True)
+class FedNode:
+    """A draft-tree node the step fed: its token, depth (1 = right after the root), the
+    candidate it came from (source, key) and whether verification accepted it."""
+
+    token: int
+    depth: int
+    source: str
+    key: Any
+    accepted: bool
+
+
+@dataclass
+class StepOutcome:
+    """What one step did, as every source observes it (``observe``).
+
+    context:        every committed token, the prompt included (the new root last).
+    root:           the root this step continued (the last token before ``committed``).
+    committed:      the tokens this step committed (accepted draft tokens, then the bonus).
+    accepted:       how many of them were draft tokens.
+    nodes:          the fed draft-tree nodes (``FedNode``), accepted or not.
+    window_ngrams:  n-grams the lookahead branch harvested this step: ``(key, continuation)``.
+    top_tokens:     ``token -> its top-k next tokens`` for the rows the step projected (the root,
+                    the accepted path, the window's top level); filled only when a source asks
+                    (``DraftSource.top_k > 0``), else empty.
+    """
+
+    context: Sequence[int]
+    root: int
+    committed: tuple[int, ...]
+    accepted: int
+    nodes: list[FedNode]
+    window_ngrams: list[tuple[int, tuple[int, ...]]]
+    top_tokens: dict[int, list[int]]
+
+
+class DraftSource(ABC):
+    """Proposes candidate continuations of the root; learns from every step's outcome.
+
+    One call proposes (``propose``), one call learns (``observe``), as Hugging Face's candidate
+    generators do. Candidates may have any length up to the ``max_len`` the engine allows this
+    step; the planner merges every source's candidates into one token tree under the step's
+    draft budget, ranked by their ``probs``. ``top_k > 0`` asks the engine for the top-k next
+    tokens of the rows it projected (``StepOutcome.top_tokens``).
+
+    The base class keeps a running acceptance estimate per key (``estimate``): a Beta(1, 1) prior
+    updated with every fed node of this source (accepted or not), decayed by ``decay`` so recent
+    steps count more. State persists across ``generate()`` calls when ``params.persist`` is true.
+
+    Example (a source that always proposes the root's own token twice)::
+
+        @register("source", "echo")
+        class Echo(DraftSource):
+            class Params(DraftSource.Params):
+                name: Literal["echo"] = "echo"
+
+            def propose(self, context, max_len):
+                tokens = (context[-1],) * min(2, max_len)
+                return [self.candidate(tokens, keys=tuple(range(1, len(tokens) + 1)))]
+    """
+
+    name: ClassVar[str]
+    top_k: ClassVar[int] = 0
+
+    class Params(StrategyParams):
+        name: str
+        persist: bool = Field(False, description="keep the source's state across generate() calls on one engine")
+        decay: float = Field(0.98, gt=0, le=1, description="weight of older outcomes in the acceptance estimates")
+
+    def __init__(self, params: StrategyParams, *, config: Any) -> None:
+        self.params = params
+        self.config = config  # the engine's LookaheadConfig (ngram, guess_set, pool, ...)
+        self._stats: dict[Any, list[float]] = {}  # key -> [accepted, fed], decayed
+
+    @classmethod
+    def node_cap(cls, params: StrategyParams, config: Any) -> int:
+        """The most tree nodes this source proposes in one step (bounds the step's size)."""
+        return 0
+
+    def begin(self, prompt: Sequence[int]) -> None:
+        """Called at the start of every generate(): forgets the last call's state unless ``persist``."""
+        if not self.params.persist:
+            self.reset()
+
+    def reset(self) -> None:
+        """Forget everything learned (override to clear a source's own state too)."""
+        self._stats.clear()
+
+    @abstractmethod
+    def propose(self, context: Sequence[int], max_len: int) -> list[Candidate]:
+        """Candidates continuing ``context`` (whose last token is the root), each <= ``max_len``."""
+
+    def observe(self, outcome: StepOutcome) -> None:
+        """Learn from a step: the base class updates the acceptance estimates of its own nodes."""
+        decay = self.params.decay
+        for node in outcome.nodes:
+            if node.source != self.name:
+                continue
+            stats = self._stats.setdefault(node.key, [0.0, 0.0])
+            stats[0] = stats[0] * decay + node.accepted
+            stats[1] = stats[1] * decay + 1.0
+
+    def estimate(self, key: Any) -> float:
+        """Running acceptance rate of ``key``'s nodes (Beta(1, 1) prior: 0.5 before any)."""
+        accepted, fed = self._stats.get(key, (0.0, 0.0))
+        return (accepted + 1.0) / (fed + 2.0)
+
+    def candidate(self, tokens: Sequence[int], keys: Sequence[Any], origin: str = "") -> Candidate:
+        """A candidate of ``tokens`` whose probs are the running estimates of ``keys``."""
+        return Candidate(tuple(tokens), tuple(self.estimate(k) for k in keys), tuple(keys), self.name, origin)

@@ -48,10 +48,8 @@ class GreedyVerifier(Verifier):
         return Verdict(tokens=tuple(tokens), row=row, accepted=accepted)
 
     def verify_tree(self, root_scores, tree, node_scores, generator=None) -> Verdict:
-        """Walk down the draft tree along the argmax: reads at most L node rows, one per level."""
-        children: dict[int, dict[int, int]] = {}
-        for node, (token, parent) in enumerate(zip(tree.tokens, tree.parents)):
-            children.setdefault(parent, {}).setdefault(token, node)
+        """Walk down the draft tree along the argmax: reads one node row per accepted token."""
+        children = tree.children()
         choice, node, path = int(root_scores.argmax()), -1, []
         while (child := children.get(node, {}).get(choice)) is not None:
             path.append(child)
@@ -61,4 +59,5 @@ class GreedyVerifier(Verifier):
             return Verdict(tokens=(choice,), row=None, accepted=0)
         accepted = len(path)
         row = int((tree.draft_nodes[:, accepted - 1] == path[-1]).nonzero()[0])
-        return Verdict(tokens=tuple(tree.tokens[n] for n in path) + (choice,), row=row, accepted=accepted)
+        return Verdict(tokens=tuple(tree.tokens[n] for n in path) + (choice,), row=row, accepted=accepted,
+                       path=tuple(path))

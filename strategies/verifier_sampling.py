@@ -120,6 +120,7 @@ class SamplingVerifier(Verifier):
 
     preserves_distribution = True
     samples = True
+    walks_tree = True
 
     class Params(StrategyParams):
         name: Literal["sampling"] = "sampling"
@@ -135,6 +136,22 @@ class SamplingVerifier(Verifier):
             (length + 1, rows + 1), generator=generator, device=generator.device, dtype=torch.float64
         ).to(root_scores.device)  # [L+1, g+1]
         return walk_drafts(root_scores, draft_tokens, draft_scores, uniforms)
+
+    def verify_tree(self, root_scores, tree, node_scores, generator=None) -> Verdict:
+        """The same rule on a tree of any shape: at each node, sequential rejection over its
+        distinct children (in creation order, as the rows of ``verify``); one uniforms table of
+        ``(max depth + 1, leaves + 1)`` per call, so a tree built from equal-length drafts draws
+        exactly what ``verify`` draws for them."""
+        if generator is None:
+            raise ValueError(
+                "the sampling verifier needs a torch.Generator for reproducible draws; pass "
+                "generator=torch.Generator(device).manual_seed(seed)"
+            )
+        leaves, depth = tree.draft_nodes.shape
+        uniforms = torch.rand(
+            (depth + 1, leaves + 1), generator=generator, device=generator.device, dtype=torch.float64
+        ).to(root_scores.device)  # [L+1, leaves+1]
+        return walk_tree(root_scores, tree, node_scores, uniforms)
 
 
 def walk_drafts(
@@ -162,3 +179,33 @@ def walk_drafts(
         prefix.append(token)
         alive = [i for i in alive if drafts[i][t] == token]
     raise AssertionError("unreachable: position L has no candidates")
+
+
+def walk_tree(
+    root_scores: torch.Tensor,  # [V]
+    tree,  # framework.layout.DraftTree
+    node_scores,  # nodes -> [k, V]
+    uniforms: torch.Tensor,  # [L+1, leaves+1] float64 in [0, 1)
+) -> Verdict:
+    """``walk_drafts`` on a token tree: position t tries the children of the node reached so far."""
+    children = tree.children()
+    leaves = tree.draft_nodes.shape[0]
+    node, path = -1, []
+    scores = root_scores
+    for t in range(uniforms.shape[0]):
+        target_probs = torch.softmax(scores.to(torch.float64), dim=-1)  # [V]
+        kids = children.get(node, {})
+        candidates = torch.tensor(list(kids), dtype=torch.long, device=scores.device)  # [k]
+        accept_u, sample_u = uniforms[t, None, : len(kids)], uniforms[t, leaves, None]  # [1, k], [1]
+        token, hit = decide_position(target_probs, candidates, accept_u, sample_u)
+        token, hit = token.item(), hit.item()
+        if not hit:  # recovered or bonus token: the step ends
+            row = None
+            if path:
+                row = int((tree.draft_nodes[:, len(path) - 1] == path[-1]).nonzero()[0])
+            return Verdict(tokens=tuple(tree.tokens[n] for n in path) + (token,), row=row, accepted=len(path),
+                           path=tuple(path))
+        node = kids[token]
+        path.append(node)
+        scores = node_scores([node])[0]
+    raise AssertionError("unreachable: the deepest position has no children")
