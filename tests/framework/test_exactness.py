@@ -25,14 +25,14 @@ from hypothesis import strategies as st
 
 from framework import LookaheadConfig, LookaheadEngine
 from strategies import lookup, registered
-from strategies.base import ROLES
+from strategies.base import ALL_ROLES, ROLES
 from tests.tiny_models import ARCHITECTURES, PAD, VOCAB, assert_same_or_near_tie, greedy_reference, tiny_model
 
 LOOPING = torch.tensor([[5, 6, 7, 8, 9] * 4 + [5, 6]])
 # plain RoPE, sliding-window layers with per-layer-type masks, learned positions
 SOME_ARCHITECTURES = ("llama", "gemma3", "gpt2")
 # every registered strategy, read at collection time
-STRATEGIES = [(role, name) for role in ROLES for name in sorted(registered(role))]
+STRATEGIES = [(role, name) for role in ALL_ROLES for name in sorted(registered(role))]
 
 
 def decoding_for(verifier: str, seed: int = 0) -> dict | None:
@@ -61,6 +61,12 @@ def count_verifier_calls(engine: LookaheadEngine) -> Counter:
     return calls
 
 
+def repeats_itself(tokens: list[int], start: int = LOOPING.shape[1]) -> bool:
+    """True if some bigram of the output occurred earlier in the text: something to copy."""
+    return any(tuple(tokens[i - 1 : i + 1]) in {tuple(tokens[j - 1 : j + 1]) for j in range(1, i)}
+               for i in range(start + 1, len(tokens)))
+
+
 @pytest.mark.parametrize("arch", SOME_ARCHITECTURES)
 @pytest.mark.parametrize(("role", "name"), STRATEGIES, ids=[f"{r}-{n}" for r, n in STRATEGIES])
 def test_every_registered_strategy_is_exact_and_accepts_drafts(role, name, arch):
@@ -69,11 +75,15 @@ def test_every_registered_strategy_is_exact_and_accepts_drafts(role, name, arch)
     if decoding is None:
         pytest.skip(f"verifier {name!r} samples without preserving the law: no call runs it with a known output")
     model = tiny_model(arch)
-    engine = LookaheadEngine(model, LookaheadConfig(window=4, ngram=4, guess_set=4, **{role: {"name": name}}))
+    block = {"sources": [{"name": name}]} if role == "source" else {role: {"name": name}}
+    engine = LookaheadEngine(model, LookaheadConfig(window=4, ngram=4, guess_set=4, **block))
     calls = count_verifier_calls(engine)
     out = engine.generate(LOOPING, max_new_tokens=40, **decoding)
     assert_same_or_near_tie(model, greedy_reference(model, LOOPING, 40), out.sequences)
     assert out.stats.new_tokens == 40
+    if role == "source" and not repeats_itself(out.sequences[0].tolist()):
+        assert sum(out.stats.fed.values()) > 0, f"source {name!r} on {arch}: never proposed anything"
+        return  # e.g. a copying source where the output copies nothing: exact, nothing to accept
     assert out.stats.steps < out.stats.new_tokens, f"{role} {name!r} on {arch}: no multi-token step"
     if role == "verifier":
         assert sum(calls.values()) == out.stats.steps, f"verifier {name!r} was not the one that ran"
@@ -120,6 +130,9 @@ def configs(draw) -> LookaheadConfig:
         scheduler={"name": draw(st.sampled_from(sorted(registered("scheduler"))))},
         pool={"name": pool, "capacity": capacity, "seed_from_prompt": draw(st.booleans())},
         verifier={"name": draw(st.sampled_from(sorted(registered("verifier"))))},
+        sources=draw(st.lists(st.sampled_from(sorted(registered("source"))), min_size=1, unique=True)),
+        draft_budget=draw(st.none() | st.integers(0, 24)),
+        min_score=draw(st.sampled_from([0.0, 0.0, 0.2])),
         harvest_output=draw(st.booleans()),
         realign=draw(st.sampled_from(["keep", "shift"])),
         window_seed=draw(st.integers(0, 3)),
@@ -159,9 +172,14 @@ def test_greedy_lookahead_equals_plain_greedy_and_accepts_drafts():
         stats = out.stats
         assert stats.new_tokens == out.sequences.shape[1] - prompt.shape[1]
         assert sum(stats.accepted_per_step) == stats.new_tokens
-        assert all(1 <= k <= config.ngram for k in stats.accepted_per_step)
-        if config.guess_set == 0:
+        assert all(k >= 1 for k in stats.accepted_per_step)
+        if [b.name for b in config.sources] == ["ngram"]:  # the paper's branch alone: drafts of N-1
+            assert all(k <= config.ngram for k in stats.accepted_per_step)
+            if config.guess_set == 0:
+                assert stats.steps == stats.new_tokens
+        if config.draft_budget == 0:
             assert stats.steps == stats.new_tokens
+        assert sum(stats.accepted_from.values()) == stats.new_tokens - stats.steps  # every accepted token attributed
         exercised["examples"] += 1
         exercised["sampled"] += decoding["do_sample"]
         exercised["steps"] += stats.steps

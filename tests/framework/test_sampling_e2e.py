@@ -38,6 +38,10 @@ NEW = 3  # tokens per generation: the first step can verify 2-token drafts and a
 DRAWS = 1500  # generations per side and case
 P_MIN = 1e-6
 CONFIG = LookaheadConfig(window=4, ngram=3, guess_set=4)
+# every source at once: a ragged tree (drafts of 1..2 tokens, several branches per node)
+TREE_CONFIG = LookaheadConfig(window=4, ngram=3, guess_set=4, sources=[
+    "ngram", {"name": "suffix", "max_len": 2, "branches": 3}, {"name": "recycling", "branches": [3, 2]}])
+CONFIGS = {"ngram": CONFIG, "tree": TREE_CONFIG}
 
 CASES = {  # name -> sampling kwargs, passed alike to the engine and to generate()
     "t1": {},  # temperature 1.0 and HF's default top_k=50 (a no-op on 12 tokens)
@@ -69,10 +73,10 @@ def looping_prompt() -> torch.Tensor:  # [1, 12]
 
 
 @lru_cache(maxsize=None)
-def engine_draws(case: str) -> tuple[Counter, int, int, Counter]:
+def engine_draws(case: str, config: str = "ngram") -> tuple[Counter, int, int, Counter]:
     """(joint counts of the NEW tokens, new tokens, steps, tokens emitted per step) over DRAWS calls."""
     model, prompt = sharp_model(), looping_prompt()
-    engine = LookaheadEngine(model, CONFIG)
+    engine = LookaheadEngine(model, CONFIGS[config])
     counts, emitted = Counter(), Counter()
     tokens = steps = 0
     for seed in range(DRAWS):
@@ -147,9 +151,9 @@ def test_merged_table_keeps_expected_counts_at_least_five():
     assert merged_table(Counter({"x": 10, "r": 1}), Counter({"x": 10})) == [[11], [10]]  # merged into x
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_joint_law_of_three_tokens_matches_plain_generate(case):
-    counts, tokens, steps, emitted = engine_draws(case)
+@pytest.mark.parametrize("case, config", [(case, "ngram") for case in CASES] + [("t1", "tree"), ("top_p", "tree")])
+def test_joint_law_of_three_tokens_matches_plain_generate(case, config):
+    counts, tokens, steps, emitted = engine_draws(case, config)
     reference = hf_draws(case)
     p, cells = p_value(counts, reference)
     print(f"{case}: p={p:.3g} cells={cells} tokens/step={tokens / steps:.3f} emitted={dict(emitted)}")

@@ -473,3 +473,123 @@ def test_build_warpers_conditions_and_unsupported_settings():
     with pytest.raises(NotImplementedError, match="typical_p"):
         resolve_sampling(GenerationConfig(typical_p=0.9), do_sample=True)
     assert not resolve_sampling(GenerationConfig(typical_p=0.9)).do_sample  # greedy: irrelevant
+
+
+# --------------------------------------------------------------------------------------------
+# 5. trees of any shape: the same rule at every node over its distinct children
+
+
+def reference_tree(probs_at, children, draw) -> tuple[tuple[int, ...], int]:
+    """(tokens, accepted) of the rule on a token tree: ``children[path]`` lists the distinct
+    child tokens of the node reached by ``path`` in try order; ``probs_at(path)`` is the law there."""
+    path: tuple[int, ...] = ()
+    while True:
+        probs = probs_at(path)
+        tried, spent, accepted = [], 0 * probs[0], None
+        for x in children.get(path, []):
+            tried.append(x)
+            if draw.coin(len(path), len(tried) - 1, probs[x], 1 - spent):
+                accepted = x
+                break
+            spent = spent + probs[x]
+        if accepted is None:
+            residual = [0 * p if y in tried else p for y, p in enumerate(probs)]
+            if not sum(residual) > 0:
+                residual = probs
+            return path + (draw.pick(len(path), residual),), len(path)
+        path = path + (accepted,)
+
+
+def tree_children(tree) -> dict[tuple[int, ...], list[int]]:
+    """path -> child tokens in creation order, for a ``DraftTree``."""
+    paths: dict[int, tuple[int, ...]] = {-1: ()}
+    table: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for node, (token, parent) in enumerate(zip(tree.tokens, tree.parents)):
+        paths[node] = paths[parent] + (token,)
+        table[paths[parent]].append(token)
+    return table
+
+
+@st.composite
+def tree_cases(draw):
+    """A law at the root and after each first token, and drafts of lengths 1..3 (a ragged tree)."""
+    size = draw(st.integers(2, 4))
+    root = draw(distributions(size))
+    after = [draw(distributions(size)) for _ in range(size)]
+    drafts = draw(st.lists(st.lists(st.integers(0, size - 1), min_size=1, max_size=3), max_size=4))
+    return root, after, drafts
+
+
+@settings(max_examples=150)
+@given(tree_cases())
+def test_on_ragged_trees_the_first_two_tokens_are_exactly_autoregressive(case):
+    from framework.layout import build_draft_tree
+
+    root, after, drafts = case
+    size = len(root)
+    children = tree_children(build_draft_tree([tuple(d) for d in dict.fromkeys(map(tuple, drafts))]))
+
+    def probs_at(path):
+        return root if not path else after[path[0]] if len(path) == 1 else point_mass(size)
+
+    law = exact_law(lambda draw: reference_tree(probs_at, children, draw))
+    joint = defaultdict(Fraction)
+    for (tokens, accepted), prob in law.items():
+        assert accepted == 0 or tokens[accepted - 1] in children[tokens[: accepted - 1]]  # a path of the tree
+        if len(tokens) >= 2:
+            joint[tokens[:2]] += prob
+        else:
+            for y2 in range(size):
+                joint[tokens[0], y2] += prob * after[tokens[0]][y2]
+    for y1, y2 in itertools.product(range(size), repeat=2):
+        assert joint[y1, y2] == root[y1] * after[y1][y2], (y1, y2)
+
+
+@settings(max_examples=60)
+@given(st.integers(0, 2**31 - 1))
+def test_walk_tree_matches_the_reference_on_the_same_uniforms(seed):
+    """The tensor implementation on random ragged trees, fed the reference's uniforms table."""
+    from framework.layout import build_draft_tree
+    from strategies.verifier_sampling import walk_tree
+
+    gen = torch.Generator().manual_seed(seed)
+    vocab = 5
+    drafts = list(dict.fromkeys(
+        tuple(torch.randint(vocab, (int(torch.randint(1, 4, (1,), generator=gen)),), generator=gen).tolist())
+        for _ in range(int(torch.randint(0, 5, (1,), generator=gen)))))
+    tree = build_draft_tree(drafts)
+    scores = torch.randn(1 + tree.size, vocab, generator=gen, dtype=F64) * 2  # [1 + n, V]
+    leaves, depth = tree.draft_nodes.shape
+    uniforms = torch.rand(depth + 1, leaves + 1, generator=gen, dtype=F64)
+    verdict = walk_tree(scores[0], tree, lambda nodes: scores[[1 + n for n in nodes]], uniforms)
+
+    node_of = {(): -1}
+    for node, (token, parent) in enumerate(zip(tree.tokens, tree.parents)):
+        node_of[next(p for p, n in node_of.items() if n == parent) + (token,)] = node
+    probs_at = lambda path: torch.softmax(scores[1 + node_of[path]], -1).tolist()
+    table = [[float(u) for u in row] for row in uniforms]
+    tokens, accepted = reference_tree(probs_at, tree_children(tree), FromUniforms(table))
+    assert verdict.tokens == tokens and verdict.accepted == accepted
+    assert [tree.tokens[n] for n in verdict.path] == list(tokens[:accepted])
+
+
+def test_on_equal_length_drafts_the_tree_walk_draws_what_verify_draws():
+    """Same generator state, same drafts: ``verify_tree`` on their trie == ``verify`` on the rows."""
+    from framework.layout import build_draft_tree
+
+    verifier = SamplingVerifier(SamplingVerifier.Params())
+    for seed in range(20):
+        gen = torch.Generator().manual_seed(seed)
+        root_scores, draft_tokens, draft_scores = random_case(gen)
+        drafts = [tuple(d) for d in draft_tokens.tolist()]
+        if len(set(drafts)) != len(drafts) or not drafts or not drafts[0]:
+            continue  # the engine never feeds the same draft twice
+        tree = build_draft_tree(drafts)
+        rows: dict[int, torch.Tensor] = {}
+        for i in range(len(drafts)):  # a shared node reads the first row through it, as ``verify`` does
+            for t in range(draft_tokens.shape[1]):
+                rows.setdefault(int(tree.draft_nodes[i, t]), draft_scores[i, t])
+        flat = verifier.verify(root_scores, draft_tokens, draft_scores, torch.Generator().manual_seed(seed))
+        walked = verifier.verify_tree(root_scores, tree, lambda nodes: torch.stack([rows[n] for n in nodes]),
+                                      torch.Generator().manual_seed(seed))
+        assert (walked.tokens, walked.accepted) == (flat.tokens, flat.accepted)
