@@ -198,12 +198,21 @@ def config_label(config: LookaheadConfig) -> str:
         if key in ("window", "ngram", "guess_set") or value == default.get(key):
             continue
         if isinstance(value, dict):  # a strategy block: its name, then params off that strategy's defaults
-            base = dump_config(LookaheadConfig.model_validate({key: {"name": value["name"]}}))[key]
-            extra = ",".join(f"{k}={v}" for k, v in value.items() if k != "name" and base.get(k) != v)
-            parts.append(f"{key}={value['name']}" + (f"({extra})" if extra else ""))
+            parts.append(f"{key}={_block_label(key, value)}")
+        elif key == "sources":
+            parts.append("sources=" + "+".join(_block_label(key, block) for block in value))
         else:
             parts.append(f"{key}={value}")
     return " ".join(parts)
+
+
+def _block_label(field: str, block: dict[str, Any]) -> str:
+    """``lfu(capacity=8)``: a strategy's name and the params that differ from its defaults."""
+    default = {"name": block["name"]}
+    base = dump_config(LookaheadConfig.model_validate({field: [default] if field == "sources" else default}))[field]
+    base = base[0] if field == "sources" else base
+    extra = ",".join(f"{k}={v}" for k, v in block.items() if k != "name" and base.get(k) != v)
+    return block["name"] + (f"({extra})" if extra else "")
 
 
 def dump_config(config: LookaheadConfig) -> dict[str, Any]:

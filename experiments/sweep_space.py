@@ -18,6 +18,7 @@ Example (the ``space`` block)::
       window: {low: 0, high: 8}          # int range
       ngram: [3, 4, 5]                   # choices
       realign: keep                      # fixed
+      sources: [[ngram], [ngram, suffix]]  # choices of a list field: each a list
       pool:
         choices: all
         params: {capacity: [null, 8]}
@@ -151,6 +152,8 @@ class Space:
     def suggest(self, trial) -> dict[str, Any]:
         """One config (a mapping for ``LookaheadConfig.model_validate``), drawn through ``trial``."""
         config = {field: draw(trial, field, dim) for field, dim in self.fields.items()}
+        if "sources" in config:
+            config["sources"] = json.loads(config["sources"])
         for role, choices in self.roles.items():
             name = draw(trial, role, CategoricalDistribution(list(choices)) if len(choices) > 1 else next(iter(choices)))
             config[role] = {"name": name, **{k: draw(trial, f"{role}.{name}.{k}", d) for k, d in choices[name].items()}}
@@ -162,6 +165,8 @@ class Space:
             full = dump_config(LookaheadConfig.model_validate(config))
         except ValidationError as error:
             raise SpaceError(f"{where}: " + "; ".join(str(e["msg"]) for e in error.errors())) from None
+        if "sources" in full:
+            full["sources"] = json.dumps(full["sources"], sort_keys=True)
         wanted = {field: (dim, full[field], f"{where}.{field}") for field, dim in self.fields.items()}
         for role, choices in self.roles.items():
             name = full[role]["name"]
@@ -222,12 +227,24 @@ def build_space(raw: Any, where: str = "space") -> Space:
         if key in ROLES:
             roles[key] = role_space(key, value, f"{where}.{key}")
             continue
+        if key == "sources":  # a list per choice: Optuna's choices are its canonical JSON text
+            value = [value] if isinstance(value, list) and value and not isinstance(value[0], list) else value
+            value = [_sources_text(choice, f"{where}.sources[{i}]") for i, choice in enumerate(value)]
         fields[key] = dimension(value, f"{where}.{key}")
         for candidate, label in candidates(fields[key], f"{where}.{key}"):
-            _check(lambda v: LookaheadConfig.model_validate({key: v}), candidate, label)
+            _check(lambda v: LookaheadConfig.model_validate({key: json.loads(v) if key == "sources" else v}),
+                   candidate, label)
     sizes = {k: max(v for v, _ in candidates(fields[k], k)) for k in ("window", "ngram", "guess_set") if k in fields}
     _check(LookaheadConfig.model_validate, sizes, f"{where} (its largest W, N, G)")  # the step-size bound
     return Space(fields, roles)
+
+
+def _sources_text(choice: Any, where: str) -> str:
+    """One ``sources`` choice (e.g. ``[ngram, suffix]``) as the canonical JSON of its validated blocks."""
+    if not isinstance(choice, list):
+        raise SpaceError(f"{where}: a sources choice is a list of sources, e.g. [ngram, suffix]; got {choice!r}")
+    _check(lambda v: LookaheadConfig.model_validate({"sources": v}), choice, where)
+    return json.dumps(dump_config(LookaheadConfig(sources=choice))["sources"], sort_keys=True)
 
 
 class _RoleSpec(BaseModel):

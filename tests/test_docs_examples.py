@@ -55,6 +55,26 @@ def test_example_pool_runs_through_the_engine_and_evicts_by_prompt_overlap(examp
     assert [d for d, _ in pool.offer(9, 3)][:2] == [(3, 50), (1, 2)]
 
 
+def test_strategies_doc_shows_the_source_example_verbatim():
+    doc = (ROOT / "docs" / "strategies.md").read_text()
+    assert (ROOT / "docs" / "examples" / "source_successor.py").read_text().strip() in doc
+
+
+def test_example_source_is_exact_and_earns_its_tokens():
+    from experiments.cli import import_strategies
+    from strategies import temporary_registrations
+
+    with temporary_registrations():
+        import_strategies([str(ROOT / "docs" / "examples" / "source_successor.py")])
+        config = LookaheadConfig(sources=[{"name": "successor", "max_len": 3}], guess_set=0)
+        model = tiny_model("llama")
+        prompt = torch.tensor([[5, 6, 7, 8, 9] * 4 + [5, 6]])
+        out = LookaheadEngine(model, config).generate(prompt, max_new_tokens=30)
+        assert torch.equal(out.sequences, greedy_reference(model, prompt, 30))
+        assert out.stats.accepted_from["successor"] > 0 and set(out.stats.fed) == {"successor"}
+        assert config.step_tokens() == 4
+
+
 # --------------------------------------------------------------------------------------------
 # README
 
