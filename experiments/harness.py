@@ -9,7 +9,7 @@ Glossary:
     step           a decoding forward: every forward after the prefill.
     accepted       the tokens one step commits (accepted draft tokens + the bonus token). Read off
                    the hook as growth of the KV cache between forwards, so it is the same measure
-                   for every method (for the engine it equals ``stats.accepted_per_step``).
+                   for every method (for the engine it equals ``stats.emitted_per_step``).
     identical      the output token ids equal the baseline's (compared, never assumed).
 
 Example (greedy, a 11-token prompt, 8 new tokens, no EOS): forwards = 8 (the prefill, which yields
@@ -406,7 +406,7 @@ def _record(method, counter: ForwardCounter, stats, output: list[int], prompt_to
     new_tokens = len(output)
     accepted = counter.accepted_per_step(prompt_tokens, new_tokens)
     if stats is not None:  # the engine's own count; the hook's must agree (tested)
-        accepted = list(stats.accepted_per_step)
+        accepted = list(stats.emitted_per_step)
     accepted = accepted or []
     steps = max(counter.forwards - 1, 0)
     return Record(

@@ -3,7 +3,7 @@
     from framework import LookaheadConfig, LookaheadEngine
     engine = LookaheadEngine(model, LookaheadConfig(window=5, ngram=4, guess_set=5))
     out = engine.generate(input_ids, max_new_tokens=128)
-    out.sequences, out.stats.steps, out.stats.accepted_per_step
+    out.sequences, out.stats.steps, out.stats.emitted_per_step
 """
 
 from framework.config import LookaheadConfig

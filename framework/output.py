@@ -13,14 +13,18 @@ from strategies.base import StepRecord
 @dataclass
 class DecodeStats:
     """Per-call counters. ``steps`` counts decoding forward passes (the prefill excluded);
-    ``accepted_per_step[i]`` is the tokens step i committed (accepted draft tokens + the bonus
-    token, after the EOS / max_new_tokens cut); ``sources[i]`` is where step i's winning draft
-    came from: 'prompt', 'lookahead', 'output' (the generated text) or 'none'."""
+    ``emitted_per_step[i]`` is the tokens step i committed (accepted draft tokens + the bonus
+    token, after the EOS / max_new_tokens cut) and ``accepted_per_step[i]`` its draft tokens alone
+    (emitted less the bonus: one meaning of "accepted" everywhere); ``sources[i]`` is where step
+    i's winning draft came from: an n-gram's harvest tag ('prompt', 'lookahead', 'output'),
+    another source's name ('suffix', 'recycling') or 'none'. ``offered``, ``fed`` and
+    ``accepted_from`` count, per source, candidates proposed, tree nodes fed and draft tokens
+    accepted over the call."""
 
     steps: int = 0
     new_tokens: int = 0
     prefill_tokens: int = 0
-    accepted_per_step: list[int] = field(default_factory=list)
+    emitted_per_step: list[int] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     fed_tokens: list[int] = field(default_factory=list)  # tokens in each step's forward pass
     widths: list[int] = field(default_factory=list)  # window width of each step
@@ -32,6 +36,11 @@ class DecodeStats:
     stop_reason: str = ""  # 'eos', 'length' or 'empty'
 
     @property
+    def accepted_per_step(self) -> list[int]:
+        """Draft tokens accepted in each step: the emitted tokens less the bonus token."""
+        return [emitted - 1 for emitted in self.emitted_per_step]
+
+    @property
     def tokens_per_step(self) -> float:
         return self.new_tokens / self.steps if self.steps else 0.0
 
@@ -41,7 +50,7 @@ class DecodeStats:
 
     def record(self, step: StepRecord) -> None:
         self.steps += 1
-        self.accepted_per_step.append(step.emitted)
+        self.emitted_per_step.append(step.emitted)
         self.sources.append(step.source)
         self.fed_tokens.append(step.fed_tokens)
         self.widths.append(step.width)

@@ -56,7 +56,7 @@ def test_lookahead_hook_counts_agree_with_engine_stats():
     with ForwardCounter(model) as counter:
         _, stats = method.run(model, ids, 20)
     assert counter.forwards == stats.steps + 1  # the engine's prefill + its steps
-    assert counter.accepted_per_step(ids.shape[1], stats.new_tokens) == stats.accepted_per_step
+    assert counter.accepted_per_step(ids.shape[1], stats.new_tokens) == stats.emitted_per_step
     record = measure(model, method, ids, 20)
     assert record.steps == stats.steps and record.tokens_per_step == pytest.approx(stats.tokens_per_step)
     assert sum(record.accepted_per_step) == record.new_tokens == 20

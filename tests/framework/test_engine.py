@@ -29,7 +29,7 @@ def test_multi_token_steps_happen_and_output_is_exact():
     model = llama()
     out = run(model=model)
     assert torch.equal(out.sequences, greedy_reference(model, LOOPING, 40))
-    assert max(out.stats.accepted_per_step) == 4  # a full draft match plus its bonus token
+    assert max(out.stats.emitted_per_step) == 4  # a full draft match plus its bonus token
     assert out.stats.steps < out.stats.new_tokens
     assert {"lookahead"} <= set(out.stats.sources)
 
@@ -56,7 +56,7 @@ def test_eos_inside_an_accepted_run_drops_what_follows():
     new = full.sequences[0, LOOPING.shape[1]:].tolist()
     # find a step that emitted >= 3 tokens and take its second token as EOS
     position = 0
-    for emitted in full.stats.accepted_per_step:
+    for emitted in full.stats.emitted_per_step:
         if emitted >= 3:
             eos = new[position + 1]
             break
@@ -106,7 +106,7 @@ def test_streamer_gets_prompt_first_then_every_token_in_order():
     streamed = [t for call in streamer.calls[1:] for t in call]
     assert streamed == out.sequences[0, LOOPING.shape[1]:].tolist()
     assert any(len(call) > 1 for call in streamer.calls[1:]), "several tokens per step expected"
-    assert [len(c) for c in streamer.calls[1:]] == out.stats.accepted_per_step
+    assert [len(c) for c in streamer.calls[1:]] == out.stats.emitted_per_step
     assert streamer.ended
 
 
@@ -310,7 +310,7 @@ def test_lazy_logits_give_the_same_steps_and_project_fewer_rows(arch):
         hook.remove()
     (lazy_out, lazy_rows), (eager_out, eager_rows) = results[True], results[False]
     assert torch.equal(lazy_out.sequences, eager_out.sequences)
-    assert lazy_out.stats.accepted_per_step == eager_out.stats.accepted_per_step
+    assert lazy_out.stats.emitted_per_step == eager_out.stats.emitted_per_step
     assert lazy_out.stats.sources == eager_out.stats.sources
     assert lazy_rows < eager_rows
 

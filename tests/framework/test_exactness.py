@@ -171,10 +171,10 @@ def test_greedy_lookahead_equals_plain_greedy_and_accepts_drafts():
         assert_same_or_near_tie(model, reference, out.sequences)
         stats = out.stats
         assert stats.new_tokens == out.sequences.shape[1] - prompt.shape[1]
-        assert sum(stats.accepted_per_step) == stats.new_tokens
-        assert all(k >= 1 for k in stats.accepted_per_step)
+        assert sum(stats.emitted_per_step) == stats.new_tokens
+        assert all(k >= 1 for k in stats.emitted_per_step)
         if [b.name for b in config.sources] == ["ngram"]:  # the paper's branch alone: drafts of N-1
-            assert all(k <= config.ngram for k in stats.accepted_per_step)
+            assert all(k <= config.ngram for k in stats.emitted_per_step)
             if config.guess_set == 0:
                 assert stats.steps == stats.new_tokens
         if config.draft_budget == 0:
@@ -183,7 +183,7 @@ def test_greedy_lookahead_equals_plain_greedy_and_accepts_drafts():
         exercised["examples"] += 1
         exercised["sampled"] += decoding["do_sample"]
         exercised["steps"] += stats.steps
-        exercised["multi_token_steps"] += sum(k > 1 for k in stats.accepted_per_step)
+        exercised["multi_token_steps"] += sum(k > 1 for k in stats.emitted_per_step)
         exercised["draft_wins"] += sum(s != "none" for s in stats.sources)
 
     greedy_equals_plain_greedy()

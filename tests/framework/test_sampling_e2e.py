@@ -86,7 +86,7 @@ def engine_draws(case: str, config: str = "ngram") -> tuple[Counter, int, int, C
         counts[tuple(out.sequences[0, -NEW:].tolist())] += 1
         tokens += out.stats.new_tokens
         steps += out.stats.steps
-        emitted.update(out.stats.accepted_per_step)
+        emitted.update(out.stats.emitted_per_step)
     return counts, tokens, steps, emitted
 
 
@@ -202,7 +202,7 @@ def test_same_seed_same_tokens_and_the_seed_matters():
         out = engine.generate(
             prompt, max_new_tokens=16, do_sample=True, temperature=1.2, generator=torch.Generator().manual_seed(seed)
         )
-        return out.sequences, out.stats.accepted_per_step
+        return out.sequences, out.stats.emitted_per_step
 
     engine = LookaheadEngine(model, CONFIG)
     first = sample(7, engine)
