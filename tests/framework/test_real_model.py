@@ -3,8 +3,11 @@ Hugging Face greedy on real chat prompts, in fewer steps than tokens."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
 from experiments.datasets import load_dataset
 from framework import LookaheadConfig, LookaheadEngine, lookahead_generate
@@ -34,10 +37,15 @@ def plain_greedy(model, ids):
     return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS, do_sample=False)
 
 
+PRESETS = sorted((Path(__file__).resolve().parents[2] / "sweeps" / "presets").glob("*.yaml"))
+EVERY_SOURCE = LookaheadConfig(window=2, ngram=4, guess_set=3, sources=["ngram", "suffix", "recycling"], draft_budget=24)
+
+
 @pytest.mark.parametrize(
     "config",
-    [LookaheadConfig(), LookaheadConfig(window=4, ngram=4, guess_set=4)],
-    ids=["defaults", "W4N4G4"],
+    [LookaheadConfig(), LookaheadConfig(window=4, ngram=4, guess_set=4), EVERY_SOURCE]
+    + [LookaheadConfig.model_validate(yaml.safe_load(p.read_text())) for p in PRESETS],
+    ids=["defaults", "W4N4G4", "every-source"] + [f"preset-{p.stem}" for p in PRESETS],
 )
 def test_identical_to_hf_greedy_in_fewer_steps(model_and_prompts, config):
     model, prompts = model_and_prompts

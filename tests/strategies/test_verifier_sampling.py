@@ -191,9 +191,17 @@ def test_first_two_tokens_are_exactly_autoregressive(case):
         return root if t == 0 else after[drafts[row][0]] if t == 1 else point_mass(size)
 
     law = exact_law(lambda draw: reference_verify(probs_at, drafts, 2, draw))
-    joint = defaultdict(Fraction)
     for (tokens, row, accepted), prob in law.items():
         assert accepted == 0 or drafts[row][:accepted] == list(tokens[:accepted])
+    assert_first_two_autoregressive([(tokens, p) for (tokens, _, _), p in law.items()], root, after)
+
+
+def assert_first_two_autoregressive(law: list, root, after) -> None:
+    """The joint law of the first two output tokens (a one-token step continued by the next
+    step, which draws from ``after[y1]``) is exactly ``root[y1] * after[y1][y2]``."""
+    size = len(root)
+    joint = defaultdict(Fraction)
+    for tokens, prob in law:  # (output tokens, probability) of every branch
         if len(tokens) >= 2:
             joint[tokens[:2]] += prob
         else:
@@ -533,16 +541,9 @@ def test_on_ragged_trees_the_first_two_tokens_are_exactly_autoregressive(case):
         return root if not path else after[path[0]] if len(path) == 1 else point_mass(size)
 
     law = exact_law(lambda draw: reference_tree(probs_at, children, draw))
-    joint = defaultdict(Fraction)
     for (tokens, accepted), prob in law.items():
         assert accepted == 0 or tokens[accepted - 1] in children[tokens[: accepted - 1]]  # a path of the tree
-        if len(tokens) >= 2:
-            joint[tokens[:2]] += prob
-        else:
-            for y2 in range(size):
-                joint[tokens[0], y2] += prob * after[tokens[0]][y2]
-    for y1, y2 in itertools.product(range(size), repeat=2):
-        assert joint[y1, y2] == root[y1] * after[y1][y2], (y1, y2)
+    assert_first_two_autoregressive([(tokens, p) for (tokens, _), p in law.items()], root, after)
 
 
 @settings(max_examples=60)
