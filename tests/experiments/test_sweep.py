@@ -93,11 +93,12 @@ def test_tiny_sweep_writes_the_study_best_config_and_report_then_resumes(tmp_pat
     assert run(tmp_path, "--trials", "2", "--no-heldout", "--no-report") == 0
     study = load_study(tmp_path)
     again = measured(study)
-    assert len(again) == 5 and [t.user_attrs["session"] for t in again] == [0, 0, 0, 1, 1]
+    first_run, second_run = (record["id"] for record in sweep.sessions(study))
+    assert len(again) == 5 and [t.user_attrs["session"] for t in again] == [first_run] * 3 + [second_run] * 2
     params = [json.dumps(t.user_attrs["config"], sort_keys=True) for t in again]
     assert len(set(params)) == len(params)  # no config measured twice
     assert not any("duplicate_of" in t.user_attrs for t in study.trials)  # nor even proposed again
-    assert len(study.user_attrs["sessions"]) == 2
+    assert [bool(record.get("reported")) for record in sweep.sessions(study)] == [True, True]  # one process each
 
 
 def test_a_trial_left_running_by_a_killed_run_is_failed_on_resume(tmp_path, capsys):
@@ -113,9 +114,10 @@ def test_a_trial_left_running_by_a_killed_run_is_failed_on_resume(tmp_path, caps
     assert load_study(tmp_path).trials[-1].state.name == "RUNNING"
 
     assert run(tmp_path, "--no-heldout", "--no-report") == 0
-    assert "1 left RUNNING by a killed run, marked failed" in capsys.readouterr().err
-    states = [t.state.name for t in load_study(tmp_path).trials]
-    assert states == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert "1 left RUNNING by a killed worker, marked failed and queued again" in capsys.readouterr().err
+    trials = load_study(tmp_path).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert trials[2].system_attrs["failed_trial"] == 1  # the heartbeat's retry of the killed trial
 
 
 def test_an_output_that_differs_from_greedy_is_infeasible_never_best(tmp_path, monkeypatch):
