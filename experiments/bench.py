@@ -28,6 +28,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -256,7 +257,8 @@ def _fmt(value: float | None, pattern: str) -> str:
     return "n/a" if value is None else pattern.format(value)
 
 
-def markdown_tables(rows: Sequence[Summary], header: dict[str, Any] | None = None) -> str:
+def markdown_tables(rows: Sequence[Summary], header: dict[str, Any] | None = None,
+                    records: Sequence[Record] = ()) -> str:
     """The per-category table (one row per category and method, then Overall) and the
     Spec-Bench speedup matrix (one row per method, one column per category)."""
     lines = [_title(header), ""] if header else []
@@ -271,7 +273,25 @@ def markdown_tables(rows: Sequence[Summary], header: dict[str, Any] | None = Non
             f"| {_fmt(row.speedup, '{:.2f}x')} | {_fmt(None if row.identical is None else 100 * row.identical, '{:.0f}%')} "
             f"| {row.tokens_per_second:.1f} |"
         )
-    return "\n".join(lines + ["", speedup_matrix(rows), ""])
+    return "\n".join(lines + ["", speedup_matrix(rows), ""] + attribution_table(rows, records))
+
+
+def attribution_table(rows: Sequence[Summary], records: Sequence[Record]) -> list[str]:
+    """Per lookahead method: which sources won the steps that accepted a draft (an n-gram's harvest
+    tag for the ngram source: prompt, lookahead, output), as shares of those steps."""
+    won: dict[str, Counter] = {}
+    for record in records:
+        if record.sources:
+            won.setdefault(record.method, Counter()).update({k: v for k, v in record.sources.items() if k != "none"})
+    if not won:
+        return []
+    origins = sorted({origin for counts in won.values() for origin in counts})
+    lines = ["Steps that accepted a draft, by the source of the winning draft:", "",
+             "| Method | " + " | ".join(origins) + " |", "| --- |" + " ---: |" * len(origins)]
+    for method, counts in won.items():
+        total = sum(counts.values()) or 1
+        lines.append(f"| {method} | " + " | ".join(f"{100 * counts[o] / total:.0f}%" for o in origins) + " |")
+    return lines + [""]
 
 
 def speedup_matrix(rows: Sequence[Summary]) -> str:
@@ -352,7 +372,7 @@ def _pyplot():
 def write_report(out: Path, header: dict[str, Any], records: Sequence[Record], plots: bool = True) -> str:
     """table.md (+ the PNGs) from the records; returns the markdown."""
     rows = summarize(records)  # categories in first-seen order: the dataset's order
-    text = markdown_tables(rows, header)
+    text = markdown_tables(rows, header, records)
     atomic_write(out / TABLE, lambda path: path.write_text(text))
     if plots and records:
         atomic_write(out / SPEEDUP_PNG, lambda path: plot_speedup(rows, path))

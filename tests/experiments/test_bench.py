@@ -55,6 +55,8 @@ def test_bench_end_to_end_writes_records_table_and_plots(tmp_path, capsys):
     assert all(r.new_tokens == 12 and r.forwards >= 2 and r.output_ids for r in records)
     table = (out / bench.TABLE).read_text()
     assert "| **Overall** | pld |" in table and "Mathematical Reasoning" in table and "100%" in table
+    won = [r.sources for r in records if r.method.startswith("lookahead") and set(r.sources) - {"none"}]
+    assert ("by the source of the winning draft" in table) == bool(won)
     assert table.strip() in capsys.readouterr().out  # printed last
     for name in (bench.SPEEDUP_PNG, bench.ACCEPTED_PNG):
         assert (out / name).read_bytes()[:8] == PNG
