@@ -132,7 +132,7 @@ def test_plain_prompt_and_its_errors(default_model):
     assert tokenizer.decode(ids[0]) == "Once upon a time"
     with pytest.raises(ValueError, match="chat=False"):
         encode_prompt(tokenizer, [{"role": "user", "content": "Hi"}], chat=False)
-    with pytest.raises(ValueError, match="no tokens"):
+    with pytest.raises(ValueError, match="the prompt is empty"):
         encode_prompt(tokenizer, "", chat=False)
 
 
