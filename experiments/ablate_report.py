@@ -92,8 +92,8 @@ def cells(suite, records: Sequence[Record]) -> tuple[list[Cell], int]:
         chosen = [by_arm[arm.name][key] for key in common]
         result.append(Cell(
             arm, chosen,
-            accepted=np.array([sum(r.accepted_per_step) for r in chosen], float),
-            steps=np.array([len(r.accepted_per_step) for r in chosen], float),
+            accepted=np.array([sum(r.emitted_per_step) for r in chosen], float),
+            steps=np.array([len(r.emitted_per_step) for r in chosen], float),
             fed=np.array([getattr(r, "decode_fed_tokens", 0) for r in chosen], float),
         ))
     kept = len(common) * len(suite.arms)
@@ -123,7 +123,7 @@ def build_report(suite, header: dict[str, Any], records: Sequence[Record], basel
 
 
 def arm_row(cell: Cell, summary: Summary, draws: np.ndarray, parameters: int | None) -> ArmRow:
-    steps = [a for r in cell.records for a in r.accepted_per_step]
+    steps = [a for r in cell.records for a in r.emitted_per_step]
     fed_per_step = cell.fed.sum() / cell.steps.sum() if cell.steps.sum() else 0.0
     return ArmRow(
         arm=cell.arm, label=arm_label(cell.arm), summary=summary,

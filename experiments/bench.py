@@ -343,7 +343,7 @@ def plot_accepted(records: Sequence[Record], path: Path, baseline: str = BASELIN
     by_method: dict[str, list[int]] = {}
     for record in records:
         if record.method != baseline:
-            by_method.setdefault(record.method, []).extend(record.accepted_per_step)
+            by_method.setdefault(record.method, []).extend(record.emitted_per_step)
     top = max((max(v) for v in by_method.values() if v), default=1)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     width = 0.8 / max(1, len(by_method))

@@ -7,15 +7,15 @@ Glossary:
                    way for every method. The first forward of a run starts from an empty KV cache:
                    it is the prefill (HF's prefill also yields the first token; ours does not).
     step           a decoding forward: every forward after the prefill.
-    accepted       the tokens one step commits (accepted draft tokens + the bonus token). Read off
+    emitted        the tokens one step commits (accepted draft tokens + the bonus token). Read off
                    the hook as growth of the KV cache between forwards, so it is the same measure
                    for every method (for the engine it equals ``stats.emitted_per_step``).
     identical      the output token ids equal the baseline's (compared, never assumed).
 
 Example (greedy, a 11-token prompt, 8 new tokens, no EOS): forwards = 8 (the prefill, which yields
-token 1, then 7 one-token steps), steps = 7, accepted_per_step = [1] * 7, tokens_per_step = 1.0,
+token 1, then 7 one-token steps), steps = 7, emitted_per_step = [1] * 7, tokens_per_step = 1.0,
 tokens_per_forward = 1.0. The engine on the same prompt: a prefill over 10 tokens (the last prompt
-token is fed with step 1), then e.g. steps with [1, 3, 1, 2, 1] accepted: forwards = 6, steps = 5,
+token is fed with step 1), then e.g. steps emitting [1, 3, 1, 2, 1]: forwards = 6, steps = 5,
 tokens_per_step = 1.6.
 
 Fair timing (``run_interleaved``): every method is warmed up first; for each prompt the methods run
@@ -62,7 +62,7 @@ class Record:
     new_tokens: int
     forwards: int  # model forward calls, the prefill included
     steps: int  # decoding forwards: forwards - 1 (the prefill excluded)
-    tokens_per_step: float  # mean accepted tokens per decoding step
+    tokens_per_step: float  # mean emitted tokens per decoding step
     tokens_per_forward: float  # new_tokens / forwards
     wall_seconds: float  # median over repeats
     peak_memory_mb: float | None  # see MemoryMeter; None when not measured
@@ -74,7 +74,7 @@ class Record:
     mismatch_at: int | None = None  # first new-token index that differs from the baseline
     stop_reason: str = ""  # "eos" or "length"
     wall_seconds_all: list[float] = field(default_factory=list)  # one per repeat
-    accepted_per_step: list[int] = field(default_factory=list)
+    emitted_per_step: list[int] = field(default_factory=list)  # tokens each step committed (accepted + bonus)
     sources: dict[str, int] = field(default_factory=dict)  # lookahead: winning drafts' origins
     loadavg_1m: float | None = None  # os.getloadavg()[0] right after the run
     output_ids: list[int] | None = None  # new tokens only
@@ -93,6 +93,8 @@ class Record:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Record":
+        if "accepted_per_step" in data:  # records written before the field's rename (same meaning)
+            data = {**data, "emitted_per_step": data["accepted_per_step"]}
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -258,7 +260,7 @@ class ForwardCounter:
     def forwards(self) -> int:
         return len(self.fed)
 
-    def accepted_per_step(self, prompt_tokens: int, new_tokens: int) -> list[int] | None:
+    def emitted_per_step(self, prompt_tokens: int, new_tokens: int) -> list[int] | None:
         """Tokens committed by each forward after the prefill, from the cache growth.
 
         Before forward i > 0 the cache holds every committed token but the last (the root), so
@@ -404,20 +406,20 @@ def measure(
 def _record(method, counter: ForwardCounter, stats, output: list[int], prompt_tokens: int,
             max_new_tokens: int, wall: float) -> Record:
     new_tokens = len(output)
-    accepted = counter.accepted_per_step(prompt_tokens, new_tokens)
+    emitted = counter.emitted_per_step(prompt_tokens, new_tokens)
     if stats is not None:  # the engine's own count; the hook's must agree (tested)
-        accepted = list(stats.emitted_per_step)
-    accepted = accepted or []
+        emitted = list(stats.emitted_per_step)
+    emitted = emitted or []
     steps = max(counter.forwards - 1, 0)
     return Record(
         prompt_id="", category="", method=method.name, new_tokens=new_tokens,
         forwards=counter.forwards, steps=steps,
-        tokens_per_step=sum(accepted) / len(accepted) if accepted else 0.0,
+        tokens_per_step=sum(emitted) / len(emitted) if emitted else 0.0,
         tokens_per_forward=new_tokens / counter.forwards if counter.forwards else 0.0,
         wall_seconds=wall, peak_memory_mb=None, identical=None,
         prompt_tokens=prompt_tokens, fed_tokens=sum(counter.fed), kv_peak_tokens=counter.kv_peak_tokens(),
         stop_reason="length" if new_tokens >= max_new_tokens else "eos",
-        wall_seconds_all=[wall], accepted_per_step=accepted,
+        wall_seconds_all=[wall], emitted_per_step=emitted,
         sources=dict(Counter(stats.sources)) if stats is not None else {},
         output_ids=output, config=dict(method.config),
     )
@@ -536,7 +538,7 @@ OVERALL = "Overall"
 class Summary:
     """One (category, method) cell of the report.
 
-    tokens_per_step:  accepted tokens per decoding step, pooled over all steps of all prompts.
+    tokens_per_step:  emitted tokens per decoding step (accepted + bonus), pooled over all steps of all prompts.
     speedup:          median over prompts of (baseline's wall / this method's wall) on the same
                       prompt; each wall is already a median over repeats.
     identical:        share of prompts whose output equals the baseline's (None: no baseline).
@@ -576,7 +578,7 @@ def summarize(records: Sequence[Record], *, baseline: str = BASELINE,
 
 
 def _summary(category: str, method: str, records: list[Record], base: dict) -> Summary:
-    steps = [a for r in records for a in r.accepted_per_step]
+    steps = [a for r in records for a in r.emitted_per_step]
     ratios = [base[(r.prompt_id, r.turn)].wall_seconds / r.wall_seconds
               for r in records if (r.prompt_id, r.turn) in base and r.wall_seconds > 0]
     flags = [r.identical for r in records if r.identical is not None]

@@ -255,7 +255,7 @@ def fake_record(method, prompt, accepted, config=None):
     return ablate.ArmRecord(prompt_id=prompt, category="c", method=method, new_tokens=sum(accepted),
                             forwards=len(accepted) + 1, steps=len(accepted), tokens_per_step=0.0,
                             tokens_per_forward=0.0, wall_seconds=1.0, peak_memory_mb=None, identical=True,
-                            accepted_per_step=accepted, decode_fed_tokens=10 * len(accepted), config=config or {})
+                            emitted_per_step=accepted, decode_fed_tokens=10 * len(accepted), config=config or {})
 
 
 def test_scaling_report_fits_a_line_per_group_and_plots_it(tmp_path):

@@ -44,7 +44,7 @@ def test_greedy_forwards_are_prefill_plus_one_per_token():
     record = measure(model, GreedyMethod(), ids, 10)
     assert record.new_tokens == 10 and record.stop_reason == "length"
     assert record.forwards == 10  # the prefill (yields token 1) + 9 one-token steps
-    assert record.steps == 9 and record.accepted_per_step == [1] * 9
+    assert record.steps == 9 and record.emitted_per_step == [1] * 9
     assert record.tokens_per_step == 1.0 and record.tokens_per_forward == 1.0
     assert record.fed_tokens == ids.shape[1] + 9
     assert record.identical is None  # no baseline given: not assumed
@@ -56,10 +56,10 @@ def test_lookahead_hook_counts_agree_with_engine_stats():
     with ForwardCounter(model) as counter:
         _, stats = method.run(model, ids, 20)
     assert counter.forwards == stats.steps + 1  # the engine's prefill + its steps
-    assert counter.accepted_per_step(ids.shape[1], stats.new_tokens) == stats.emitted_per_step
+    assert counter.emitted_per_step(ids.shape[1], stats.new_tokens) == stats.emitted_per_step
     record = measure(model, method, ids, 20)
     assert record.steps == stats.steps and record.tokens_per_step == pytest.approx(stats.tokens_per_step)
-    assert sum(record.accepted_per_step) == record.new_tokens == 20
+    assert sum(record.emitted_per_step) == record.new_tokens == 20
 
 
 def test_prompt_lookup_counts_and_matches_greedy():
@@ -67,8 +67,8 @@ def test_prompt_lookup_counts_and_matches_greedy():
     greedy = measure(model, GreedyMethod(), ids, 20)
     pld = measure(model, PromptLookupMethod(), ids, 20, baseline_ids=greedy.output_ids)
     assert pld.identical and pld.mismatch_at is None
-    assert pld.steps == pld.forwards - 1 == len(pld.accepted_per_step)
-    assert sum(pld.accepted_per_step) < pld.new_tokens  # the first forward also committed tokens
+    assert pld.steps == pld.forwards - 1 == len(pld.emitted_per_step)
+    assert sum(pld.emitted_per_step) < pld.new_tokens  # the first forward also committed tokens
     assert pld.kv_peak_tokens >= ids.shape[1] + pld.new_tokens - 1
 
 
@@ -135,7 +135,7 @@ def test_config_label_shows_every_non_default_field():
 def _record(prompt, category, method, wall, accepted, identical=True):
     new = sum(accepted) + 1
     return Record(prompt, category, method, new, len(accepted) + 1, len(accepted), 0.0, 0.0, wall, None,
-                  identical, accepted_per_step=accepted)
+                  identical, emitted_per_step=accepted)
 
 
 def test_summary_speedup_is_the_median_of_paired_ratios():
