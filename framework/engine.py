@@ -195,14 +195,14 @@ class LookaheadEngine:
     def _verify(self, run: Run, tree: DraftTree, outputs: StepOutputs) -> tuple[Verdict, dict[int, torch.Tensor]]:
         """Scores after the generation config's processors (each row in its context), then the
         verifier walks the tree. Returns the verdict and the raw logits of the rows it read
-        (node -> [V], -1 the root): sources that learn from the model's top tokens use them."""
+        (fed token -> [V]): sources that learn from the model's top tokens use them."""
         paths = self._node_paths(tree) if len(run.processors) else None
-        seen: dict[int, torch.Tensor] = {}
+        seen: dict[int, torch.Tensor] = {}  # the token a row was fed -> its raw logits
 
         def scores(nodes: list[int]) -> torch.Tensor:  # [k, V] for tree nodes (-1: the root)
             rows = outputs.logits([1 + n for n in nodes])
             if self.top_k:
-                seen.update(zip(nodes, rows))
+                seen.update((run.root if n < 0 else tree.tokens[n], row) for n, row in zip(nodes, rows))
             if paths is not None:
                 context = run.context().to(rows.device)
                 rows = score_rows(run.processors, context, [paths[1 + n] for n in nodes], rows)
@@ -235,8 +235,7 @@ class LookaheadEngine:
         slots = layout.last_level_slots()
         rows = outputs.logits(slots)  # [W, V]
         if self.top_k:
-            tops = run.window.levels[-1].tolist()
-            seen.update({("window", t): row for t, row in zip(tops, rows)})
+            seen.update(zip(run.window.levels[-1].tolist(), rows))
         harvest = run.window.advance(rows.argmax(dim=-1).cpu())
         if harvest is None:
             return []
@@ -248,13 +247,15 @@ class LookaheadEngine:
         """Append the verdict's tokens, keep their KV, let the sources learn, report the step."""
         root = run.root
         tokens = self._cut(run, verdict)
+        accepted = set(verdict.path)
         keep_slots(run.cache, run.past_length, [layout.node_slot(n) for n in verdict.path[: len(tokens) - 1]])
         run.tokens.extend(tokens)
         outcome = StepOutcome(
             context=run.tokens, root=root, committed=tuple(tokens), accepted=len(tokens) - 1,
-            nodes=[FedNode(tree.tokens[n], tree.depth(n), tree.sources[n], tree.keys[n], n in verdict.path)
+            nodes=[FedNode(tree.tokens[n], int(layout.depths[1 + n]), tree.sources[n], tree.keys[n], n in accepted)
                    for n in range(tree.size)],
-            window_ngrams=harvest, top_tokens=self._top_tokens(tree, root, seen),
+            window_ngrams=harvest,
+            top_tokens={token: row.topk(self.top_k).indices.tolist() for token, row in seen.items()},
         )
         for source in self.sources:
             source.observe(outcome)
@@ -275,13 +276,6 @@ class LookaheadEngine:
             run.finished = True
             run.stats.stop_reason = "length"
         return tokens
-
-    def _top_tokens(self, tree: DraftTree, root: int, seen: dict) -> dict[int, list[int]]:
-        """token -> its top-k next tokens, for every row the step projected (sources that ask)."""
-        if not self.top_k:
-            return {}
-        token_of = lambda node: root if node == -1 else (node[1] if isinstance(node, tuple) else tree.tokens[node])
-        return {token_of(node): row.topk(self.top_k).indices.tolist() for node, row in seen.items()}
 
     def _report(self, run: Run, layout: StepLayout, verdict: Verdict, tree: DraftTree, offered: Counter,
                 tokens: list[int]) -> None:

@@ -53,13 +53,6 @@ class DraftTree:
             table.setdefault(parent, {}).setdefault(token, node)
         return table
 
-    def depth(self, node: int) -> int:
-        """1 for a child of the root."""
-        depth = 0
-        while node >= 0:
-            node, depth = self.parents[node], depth + 1
-        return depth
-
 
 def tree_from_nodes(tokens: list[int], parents: list[int], **tags) -> DraftTree:
     """A ``DraftTree`` from nodes in parents-first order, with its leaf paths."""

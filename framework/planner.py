@@ -41,8 +41,13 @@ def plan_tree(candidates: Sequence[Candidate], budget: int | None, min_score: fl
                 tags[node] = (candidate.source, candidate.keys[depth], candidate.origin)
             parent = node
     ranked = sorted(range(len(tokens)), key=lambda n: (-values[n], n))
-    kept = sorted(n for n in ranked[: len(tokens) if budget is None else budget] if values[n] >= min_score)
-    kept = [n for n in kept if parents[n] < 0 or parents[n] in set(kept)]  # a below-threshold parent cuts its subtree
+    chosen = {n for n in ranked[: len(tokens) if budget is None else budget] if values[n] >= min_score}
+    kept: list[int] = []
+    kept_set: set[int] = set()
+    for node in range(len(tokens)):  # creation order: parents first, so a dropped parent drops its subtree
+        if node in chosen and (parents[node] < 0 or parents[node] in kept_set):
+            kept.append(node)
+            kept_set.add(node)
     renumber = {node: i for i, node in enumerate(kept)}
     return tree_from_nodes(
         [tokens[n] for n in kept], [renumber[parents[n]] if parents[n] >= 0 else -1 for n in kept],

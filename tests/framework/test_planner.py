@@ -7,7 +7,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from framework.layout import build_draft_tree
+from framework.layout import build_draft_tree, step_layout
 from framework.planner import plan_tree
 from strategies.base import Candidate
 
@@ -60,7 +60,7 @@ def test_max_len_cuts_candidates_and_zero_budget_feeds_nothing():
 def test_leaf_paths_of_different_lengths_are_padded():
     tree = plan_tree([cand((1, 2, 3), (1, 1, 1)), cand((4,), (1,))], budget=None)
     assert tree.draft_nodes.tolist() == [[0, 1, 2], [3, -1, -1]]
-    assert [tree.depth(n) for n in range(tree.size)] == [1, 2, 3, 1]
+    assert step_layout(0, 0, tree.parents).depths[1:].tolist() == [1, 2, 3, 1]
 
 
 CANDIDATES = st.lists(
