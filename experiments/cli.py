@@ -23,6 +23,7 @@ run failed, 2 a bad flag or file (the message names it).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -109,7 +110,7 @@ def _import_file(path: Path) -> None:
     resolved = path.resolve()
     if not resolved.is_file():
         raise OSError(f"no such file: {path}")
-    name = f"lookahead_user_{resolved.stem}_{abs(hash(str(resolved))) % 10**8}"
+    name = f"lookahead_user_{resolved.stem}_{hashlib.sha1(str(resolved).encode()).hexdigest()[:8]}"
     if name in sys.modules:  # imported already (a test, or the same flag twice)
         return
     spec = importlib.util.spec_from_file_location(name, resolved)
@@ -321,7 +322,7 @@ def load_model_from_args(args: argparse.Namespace, dtype: str | None = None):
     from framework.models import DEFAULT_MODEL, load_model, resolve_dtype
 
     if args.device is not None:
-        _check_device(args.device)
+        check_device(args.device, f"--device {args.device}")
     try:
         resolve_dtype(dtype or args.dtype)
     except ValueError as error:
@@ -332,15 +333,17 @@ def load_model_from_args(args: argparse.Namespace, dtype: str | None = None):
         raise CliError(f"--model {args.model or DEFAULT_MODEL}: {error}", status=1) from None
 
 
-def _check_device(device: str) -> None:
+def check_device(device: str, flag: str) -> None:
+    """Refuse, naming ``flag``, a device that is no device name or no usable CUDA device here."""
     import torch
 
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError):
-        raise CliError(f"--device {device}: not a device name; use cpu, cuda or cuda:N") from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise CliError(f"--device {device}: this torch has no usable CUDA device; use --device cpu")
+        raise CliError(f"{flag}: {device!r} is not a device name; use cpu, cuda or cuda:N") from None
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if parsed.type == "cuda" and (parsed.index or 0) >= visible:
+        raise CliError(f"{flag}: {device} is not a usable CUDA device here ({visible} visible); use cpu")
 
 
 def command_line(prog: str, argv: list[str] | None) -> str:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from experiments.cli import CliError
+from experiments.cli import CliError, check_device
 from experiments.runinfo import now
 
 HEARTBEAT_SECONDS, GRACE_SECONDS = 10, 60  # a trial silent for a minute belongs to a dead process
@@ -280,13 +280,7 @@ def parse_devices(text: str | None, workers: int) -> list[str]:
         raise CliError(f"--devices {text}: {len(names)} devices for --workers {workers}; give one per worker "
                        f"or one for all")
     for name in names:
-        try:
-            device = torch.device(name)
-        except (RuntimeError, ValueError):
-            raise CliError(f"--devices {text}: {name!r} is not a device name; use cpu, cuda or cuda:N") from None
-        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if device.type == "cuda" and (device.index or 0) >= visible:
-            raise CliError(f"--devices {text}: {name} is not a usable CUDA device here ({visible} visible); use cpu")
+        check_device(name, f"--devices {text}")
     return names * workers if len(names) == 1 else names
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 
 import pytest
 from hypothesis import given
@@ -56,8 +57,11 @@ def test_a_config_file_error_names_the_file_and_the_key(tmp_path):
         config_of("--config", str(path))
 
 
-def test_auto_threads_is_a_positive_count():
-    assert auto_threads() >= 1
+@pytest.mark.parametrize("cpus, load, threads", [(2, 0.1, 2), (2, 1.2, 1), (2, 5.0, 1), (8, 2.6, 5), (4, 0.0, 4)])
+def test_auto_threads_are_the_free_cpus_at_least_one(monkeypatch, cpus, load, threads):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    assert auto_threads() == threads
 
 
 def test_a_folder_that_is_not_a_model_says_so(tmp_path):

@@ -140,7 +140,7 @@ def test_cuda_on_a_cpu_only_machine_is_a_clear_error(capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     status, _, err = run_cli(capsys, "--prompt", "x", "--device", "cuda")
-    assert status == 2 and "--device cuda: this torch has no usable CUDA device" in err
+    assert status == 2 and "--device cuda: cuda is not a usable CUDA device here (0 visible); use cpu" in err
 
 
 def test_sampling_flags_reach_the_engine(tiny_dir, capsys, monkeypatch):
