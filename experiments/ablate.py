@@ -309,7 +309,7 @@ def run(args: argparse.Namespace, suite: Suite, model_and_tokenizer=None) -> int
     baseline = baseline_arm(suite)
     seed = args.seed or 0
     arms = [baseline] + [arm for arm in suite.arms if arm is not baseline]
-    methods = [CountedMethod(build_method(arm, seed), arm) for arm in arms]
+    methods = [CountedMethod(build_method(arm, seed, args.compile), arm) for arm in arms]
     try:
         prompts = datasets.load_dataset(args.dataset, limit_per_category=args.limit, seed=args.seed)
     except (ValueError, ModuleNotFoundError, FileNotFoundError) as error:

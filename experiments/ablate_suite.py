@@ -302,8 +302,9 @@ class SampledLookaheadMethod(LookaheadMethod):
     """Our engine, sampling. The generator is seeded from (seed, the prompt's tokens), the same
     for every arm and every repeat on one prompt: common random numbers, reproducible, resumable."""
 
-    def __init__(self, config: LookaheadConfig, sampling: Sampling, seed: int, name: str) -> None:
-        super().__init__(config, name=name)
+    def __init__(self, config: LookaheadConfig, sampling: Sampling, seed: int, name: str,
+                 compile: bool = False) -> None:
+        super().__init__(config, name=name, compile=compile)
         self.sampling, self.seed = sampling, seed
         self.config["sampling"] = sampling.model_dump()
 
@@ -320,8 +321,8 @@ def prompt_seed(seed: int, input_ids: torch.Tensor) -> int:
     return zlib.crc32(input_ids.cpu().numpy().tobytes(), seed & 0xFFFFFFFF)
 
 
-def build_method(arm: Arm, seed: int) -> Method:
-    """The harness method of one arm, named after it."""
+def build_method(arm: Arm, seed: int, compile: bool = False) -> Method:
+    """The harness method of one arm, named after it (``compile``: the engine's compiled step)."""
     if arm.method == "greedy":
         method = GreedyMethod()
         method.name = arm.name
@@ -330,5 +331,5 @@ def build_method(arm: Arm, seed: int) -> Method:
         pld = arm.pld or PldParams()
         return PromptLookupMethod(pld.num_tokens, pld.max_ngram_size, name=arm.name)
     if arm.sampling is not None and not arm.exact:
-        return SampledLookaheadMethod(arm.lookahead_config(), arm.sampling, seed, arm.name)
-    return LookaheadMethod(arm.lookahead_config(), name=arm.name)
+        return SampledLookaheadMethod(arm.lookahead_config(), arm.sampling, seed, arm.name, compile)
+    return LookaheadMethod(arm.lookahead_config(), name=arm.name, compile=compile)

@@ -122,7 +122,8 @@ def build_methods(args: argparse.Namespace) -> list[Method]:
         elif name == "pld":
             methods.append(PromptLookupMethod(args.pld_tokens, args.pld_ngram))
         else:
-            methods.extend(LookaheadMethod(config, name=label) for label, config in lookahead_configs(args))
+            methods.extend(LookaheadMethod(config, name=label, compile=args.compile)
+                           for label, config in lookahead_configs(args))
     names = [method.name for method in methods]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:

@@ -295,6 +295,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, dtype: str | None = 
     group.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     group.add_argument("--threads", type=int_at_least(1), default=None,
                        help="torch CPU threads (default: the CPUs this process may use, less the machine's load)")
+    group.add_argument("--compile", action="store_true",
+                       help="run the engine's step through torch.compile at fixed shapes (CUDA graphs on a GPU); "
+                            "the first call of each shape compiles (about a minute on a 2-core CPU)")
 
 
 def auto_threads() -> int:

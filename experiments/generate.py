@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         input_ids = encode_prompt(tokenizer, args.prompt, chat=False if args.no_chat else None).to(model.device)
     except ValueError as error:
         raise CliError(f"--prompt: {error}") from None
-    engine = LookaheadEngine(model, config)
+    engine = LookaheadEngine(model, config, compile=args.compile)
     verifier = type(engine.verifier_for(bool(sampling))).name
     print(f"[{args.model or DEFAULT_MODEL}] W={config.window} N={config.ngram} G={config.guess_set} "
           f"scheduler={config.scheduler.name} pool={config.pool.name} verifier={verifier} | {model.device}, {threads}",

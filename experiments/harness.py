@@ -78,6 +78,7 @@ class Record:
     sources: dict[str, int] = field(default_factory=dict)  # lookahead: winning drafts' origins
     loadavg_1m: float | None = None  # os.getloadavg()[0] right after the run
     output_ids: list[int] | None = None  # new tokens only
+    host_ms: float | None = None  # lookahead: wall time per step outside the model (framework/output.py)
     config: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -170,7 +171,8 @@ class LookaheadMethod:
     """Our engine with one config. One engine per (method, model), reused across prompts, so a
     pool with ``persist=True`` carries over from prompt to prompt as it would in a server."""
 
-    def __init__(self, config: LookaheadConfig | dict | None = None, name: str | None = None) -> None:
+    def __init__(self, config: LookaheadConfig | dict | None = None, name: str | None = None,
+                 compile: bool = False) -> None:
         if config is None:
             config = LookaheadConfig()
         elif isinstance(config, dict):
@@ -178,11 +180,15 @@ class LookaheadMethod:
         self.lookahead_config = config
         self.name = name or f"lookahead[{config_label(config)}]"
         self.config = {"method": "lookahead", **dump_config(config)}
+        self.compile = compile
+        if compile:
+            self.name += " compiled" if name is None else ""
+            self.config["compile"] = True
         self._engine: LookaheadEngine | None = None
 
     def engine(self, model) -> LookaheadEngine:
         if self._engine is None or self._engine.model is not model:
-            self._engine = LookaheadEngine(model, self.lookahead_config)
+            self._engine = LookaheadEngine(model, self.lookahead_config, compile=self.compile)
         return self._engine
 
     def run(self, model, input_ids, max_new_tokens):
@@ -410,14 +416,22 @@ def _record(method, counter: ForwardCounter, stats, output: list[int], prompt_to
     if stats is not None:  # the engine's own count; the hook's must agree (tested)
         emitted = list(stats.emitted_per_step)
     emitted = emitted or []
-    steps = max(counter.forwards - 1, 0)
+    forwards, fed, kv_peak = counter.forwards, sum(counter.fed), counter.kv_peak_tokens()
+    host_ms = None
+    if stats is not None:
+        host_ms = stats.host_ms_per_step if stats.steps else None
+        if forwards == 0 and stats.steps:  # a compiled engine runs its forwards without module hooks
+            fed_steps = list(stats.fed_tokens)
+            forwards, fed = stats.steps + bool(stats.prefill_tokens), stats.prefill_tokens + sum(fed_steps)
+            kv_peak = prompt_tokens + new_tokens + max(fed_steps)
+    steps = max(forwards - 1, 0)
     return Record(
         prompt_id="", category="", method=method.name, new_tokens=new_tokens,
-        forwards=counter.forwards, steps=steps,
+        forwards=forwards, steps=steps,
         tokens_per_step=sum(emitted) / len(emitted) if emitted else 0.0,
-        tokens_per_forward=new_tokens / counter.forwards if counter.forwards else 0.0,
-        wall_seconds=wall, peak_memory_mb=None, identical=None,
-        prompt_tokens=prompt_tokens, fed_tokens=sum(counter.fed), kv_peak_tokens=counter.kv_peak_tokens(),
+        tokens_per_forward=new_tokens / forwards if forwards else 0.0,
+        wall_seconds=wall, peak_memory_mb=None, identical=None, host_ms=host_ms,
+        prompt_tokens=prompt_tokens, fed_tokens=fed, kv_peak_tokens=kv_peak,
         stop_reason="length" if new_tokens >= max_new_tokens else "eos",
         wall_seconds_all=[wall], emitted_per_step=emitted,
         sources=dict(Counter(stats.sources)) if stats is not None else {},

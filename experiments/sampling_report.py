@@ -105,10 +105,11 @@ def plain_run(model, input_ids, max_new_tokens, eos, settings, seed) -> tuple[to
     return sequences, sequences.shape[1] - input_ids.shape[1], seconds
 
 
-def measure(model, tokenizer, prompts, config: LookaheadConfig, max_new_tokens: int, seed: int):
+def measure(model, tokenizer, prompts, config: LookaheadConfig, max_new_tokens: int, seed: int,
+            compile: bool = False):
     """Totals per setting and per (setting, category)."""
     eos = eos_token_ids(model.generation_config)
-    engine = LookaheadEngine(model, config)
+    engine = LookaheadEngine(model, config, compile=compile)
     # warm-up: both methods once on the first prompt (first-call costs, weights paging in)
     warm = datasets.encode(tokenizer, prompts[0]).to(model.device)
     lookahead_run(engine, warm, 8, eos, SETTINGS["T=1.0"], seed)
@@ -180,7 +181,7 @@ def report(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     start = time.perf_counter()
-    overall, by_category = measure(model, tokenizer, prompts, config, args.max_new_tokens, args.seed)
+    overall, by_category = measure(model, tokenizer, prompts, config, args.max_new_tokens, args.seed, args.compile)
     categories = list(dict.fromkeys(p.category for p in prompts))
     print(render(overall, by_category, categories))
     print(f"\n({time.perf_counter() - start:.0f} s; command: {command_line('python -m experiments.sampling_report', args.argv)})")

@@ -129,7 +129,8 @@ def read_sweep(args: argparse.Namespace) -> Sweep:
     if not isinstance(raw, dict):
         return load_sweep(args.space)  # its own error names the file
     flags = {"dataset": args.dataset, "limit": args.limit, "max_new_tokens": args.max_new_tokens,
-             "trials": args.trials, "objective": args.objective, "threads": args.threads, "dtype": args.dtype}
+             "trials": args.trials, "objective": args.objective, "threads": args.threads, "dtype": args.dtype,
+             "compile": args.compile or None}
     raw.update({key: value for key, value in flags.items() if value is not None})
     for item in args.sets:
         key, value = parse_set(item)

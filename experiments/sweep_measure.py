@@ -148,7 +148,7 @@ def measure_config(
     """Decode every sweep prompt with ``config`` after a short warm-up, comparing each output with
     the baseline's. ``after_prompt(index, so_far)`` runs after each prompt (pruning raises there);
     a mismatch beyond a near-tie stops the trial."""
-    method = LookaheadMethod(config, name=name)
+    method = LookaheadMethod(config, name=name, compile=spec.compile)
     if spec.warmup_tokens and prompts:
         warm_up(model, [method], prompts[0].input_ids, spec.warmup_tokens)
     done = TrialRecords()
@@ -196,7 +196,7 @@ def measure_heldout(model, config: LookaheadConfig, prompts: Sequence[PromptInpu
                     name: str) -> dict[str, Any]:
     """The best config against plain greedy, interleaved per prompt (warm-up first), on held-out
     prompts: the overall and per-category rows of ``harness.summarize``."""
-    methods = [GreedyMethod(), LookaheadMethod(config, name=name)]
+    methods = [GreedyMethod(), LookaheadMethod(config, name=name, compile=spec.compile)]
     if spec.warmup_tokens and prompts:
         warm_up(model, methods, prompts[0].input_ids, spec.warmup_tokens)
     records = run_interleaved(model, methods, prompts, spec.max_new_tokens, warmup=0, repeats=spec.heldout.repeats)

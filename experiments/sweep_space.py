@@ -366,6 +366,7 @@ class SweepSpec(BaseModel):
     max_new_tokens: int = Field(64, ge=1)
     dtype: str = Field("float32", description="float32 keeps greedy exact on CPU")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; null: chosen from the machine")
+    compile: bool = Field(False, description="measure the engine's compiled step (LookaheadEngine(compile=True))")
     trials: int = Field(12, ge=0, description="trials to measure per run (a rerun adds as many)")
     objective: str = Field("speed", description="speed, tokens_per_step, speedup, memory, comma-separated")
     warmup_tokens: int = Field(16, ge=0, description="unrecorded tokens each new config decodes first")

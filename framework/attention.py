@@ -11,27 +11,52 @@ from __future__ import annotations
 
 import torch
 
+from framework.cascade import CASCADE
 from framework.layout import StepLayout
 
-SUPPORTED_BACKENDS = ("sdpa", "eager")
+SUPPORTED_BACKENDS = ("sdpa", "eager", CASCADE)  # cascade: framework/cascade.py (bool mask, like sdpa)
 
 
-def tree_attention_mask(layout: StepLayout, past_length: int) -> torch.Tensor:  # [q, past + q] bool
-    """True where a step token may attend: the whole prefix, itself and its ancestors."""
-    prefix = torch.ones(layout.size, past_length, dtype=torch.bool)
-    return torch.cat([prefix, layout.tree_mask], dim=1)
+def tree_attention_mask(layout: StepLayout, past_length: int, size: int | None = None,
+                        columns: int | None = None) -> torch.Tensor:  # [size, columns] bool
+    """True where a step token may attend: the whole prefix, itself and its ancestors.
+
+    ``size`` pads the step with rows that attend like the root (never read, never attended);
+    ``columns`` spans a preallocated cache: keys past the step stay hidden.
+    Example: 2 cached tokens, a root and one draft token, padded to 3 rows over 6 columns::
+
+        1 1 1 0 0 0      root
+        1 1 1 1 0 0      draft token (sees the root)
+        1 1 1 0 0 0      padding (attends like the root)
+    """
+    size = layout.size if size is None else size
+    columns = past_length + size if columns is None else columns
+    allowed = torch.zeros(size, columns, dtype=torch.bool)
+    allowed[:, :past_length] = True
+    allowed[: layout.size, past_length : past_length + layout.size] = layout.tree_mask
+    allowed[layout.size :, past_length] = True
+    return allowed
+
+
+def key_positions(layout: StepLayout, past_length: int, columns: int) -> torch.Tensor:  # [columns]
+    """Position id of each key column: the prefix's own, then the step's tokens' (past + depth)."""
+    positions = torch.arange(columns)
+    positions[past_length : past_length + layout.size] = past_length + layout.depths
+    return positions
 
 
 def sliding_window_limit(
-    allowed: torch.Tensor,  # [q, past + q] bool
+    allowed: torch.Tensor,  # [size, columns] bool
     layout: StepLayout,
     past_length: int,
     window: int,
-) -> torch.Tensor:  # [q, past + q] bool
+) -> torch.Tensor:  # [size, columns] bool
     """Hide keys ``window`` or more positions behind the query (HF: ``kv_pos > q_pos - window``)."""
-    query_positions = past_length + layout.depths  # [q]
-    key_positions = torch.cat([torch.arange(past_length), query_positions])  # [past + q]
-    return allowed & (key_positions[None, :] > query_positions[:, None] - window)
+    size, columns = allowed.shape
+    query_positions = torch.full((size,), past_length)  # padding rows sit at the root's position
+    query_positions[: layout.size] += layout.depths
+    keys = key_positions(layout, past_length, columns)
+    return allowed & (keys[None, :] > query_positions[:, None] - window)
 
 
 class MaskBuilder:
@@ -43,7 +68,7 @@ class MaskBuilder:
         if backend not in SUPPORTED_BACKENDS:
             raise ValueError(
                 f"attn_implementation={backend!r} cannot take the step's tree mask; load the model "
-                f"with attn_implementation='sdpa' (default) or 'eager'"
+                f"with attn_implementation='sdpa' (default), 'eager' or {CASCADE!r} (framework.cascade)"
             )
         self.additive = backend == "eager"
         self.dtype = model.dtype
@@ -65,8 +90,8 @@ class MaskBuilder:
             mask = allowed
         return mask[None, None].to(self.device)
 
-    def __call__(self, layout: StepLayout, past_length: int):
-        allowed = tree_attention_mask(layout, past_length)
+    def __call__(self, layout: StepLayout, past_length: int, size: int | None = None, columns: int | None = None):
+        allowed = tree_attention_mask(layout, past_length, size, columns)
         if self.per_layer_type:
             sliding = sliding_window_limit(allowed, layout, past_length, self.sliding_window)
             return {"full_attention": self._encode(allowed), "sliding_attention": self._encode(sliding)}

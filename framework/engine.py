@@ -24,15 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import Cache, LogitsProcessorList
+from transformers import LogitsProcessorList
 
 from framework.attention import MaskBuilder
 from framework.config import LookaheadConfig
 from framework.head import StepOutputs, split_head
-from framework.kv import accepts_logits_to_keep, cache_argument, cache_length, keep_slots, new_cache
+from framework.kv import StepCache, accepts_logits_to_keep, cache_argument, new_cache
 from framework.layout import DraftTree, StepLayout, step_layout
 from framework.output import DecodeStats, LookaheadOutput
 from framework.planner import plan_tree
+from framework.shapes import StepShapes
 from framework.processors import build_processors, eos_token_ids, score_rows
 from framework.sampling import SamplingSettings, resolve_sampling
 from framework.window import Window
@@ -56,7 +57,7 @@ class Run:
     prompt_length: int
     max_new_tokens: int
     eos: frozenset[int]
-    cache: Cache
+    cache: StepCache
     window: Window
     processors: LogitsProcessorList  # generation-config processors: row by row, in each row's context
     warpers: LogitsProcessorList  # sampling warpers: context-free, applied to all rows at once
@@ -92,7 +93,7 @@ class LookaheadEngine:
     Greedy output is token-for-token that of ``model.generate(do_sample=False)``.
     """
 
-    def __init__(self, model, config: LookaheadConfig | dict | None = None) -> None:
+    def __init__(self, model, config: LookaheadConfig | dict | None = None, *, compile: bool = False) -> None:
         if getattr(model.config, "is_encoder_decoder", False):
             raise ValueError("model: encoder-decoder models are not supported; pass a decoder-only causal LM")
         if config is None:
@@ -113,6 +114,8 @@ class LookaheadEngine:
         self.sources = [lookup("source", block.name)(block, config=config) for block in config.sources]
         self.verifier = lookup("verifier", config.verifier.name)(config.verifier)
         self.top_k = max((getattr(source, "top_k", 0) for source in self.sources), default=0)
+        self.step = StepShapes(model, config, compile, self.split, self.keeps_logits)
+        self.cache: StepCache | None = None  # kept across calls: fixed addresses for a compiled step
 
     @property
     def pool(self):
@@ -144,8 +147,10 @@ class LookaheadEngine:
                             f"got {type(generator).__name__} {generator!r}")
         sampling = resolve_sampling(self.model.generation_config, do_sample, temperature, top_k, top_p, min_p)
         run = self._begin(prompt, max_new_tokens, eos_token_id, streamer, sampling, generator)
+        decoding = time.perf_counter()
         while not run.finished:
             self._step(run)
+        run.stats.decode_seconds = self.step.elapsed(decoding)
         return self._finish(run, input_ids, start)
 
     # ------------------------------------------------------------------ the step
@@ -168,26 +173,37 @@ class LookaheadEngine:
         return layout, tree, Counter(c.source for c in candidates)
 
     def _forward(self, run: Run, layout: StepLayout, tree: DraftTree) -> StepOutputs:
-        """One pass over root + draft tree + window. Rows are projected to the vocabulary only
-        where read: on demand when the head splits off, else the kept rows (``logits_to_keep``)."""
+        """One pass over root + draft tree + window (padded to the step's fixed shape when
+        compiled). Rows are projected to the vocabulary only where read: on demand when the head
+        splits off, else the kept rows (``logits_to_keep``)."""
         device = self.model.device
-        ids = torch.cat([torch.tensor([run.root, *tree.tokens]), run.window.tokens()])  # [q]
+        size = self.step.size(layout.size)
+        padding = size - layout.size
+        ids = torch.cat([torch.tensor([run.root, *tree.tokens]), run.window.tokens(),
+                         torch.full((padding,), run.root)])  # [size]
+        positions = torch.cat([layout.depths, torch.zeros(padding, dtype=torch.long)]) + run.past_length
+        columns = self.cache.capacity if self.step.compiled else run.past_length + size
+        self.cache.prepare(run.past_length, size, None if self.step.compiled else columns, device)
         inputs = {
             "input_ids": ids[None].to(device),
-            "position_ids": (run.past_length + layout.depths)[None].to(device),  # [1, q]
-            "attention_mask": self.masks(layout, run.past_length),
-            self.cache_arg: run.cache,
+            "position_ids": positions[None].to(device),  # [1, size]
+            "attention_mask": self.masks(layout, run.past_length, size, columns),
+            self.cache_arg: self.cache,
             "use_cache": True,
         }
+        eager = not self.cache.store  # a one-token prompt: the first step allocates the cache, uncompiled
+        start = time.perf_counter()
         if self._lazy(run):
             body, head = self.split
-            return StepOutputs(body(**inputs).last_hidden_state[0], None, head)  # [q, H]
-        top = layout.last_level_slots()
-        keep = list(range(layout.window_start)) + list(top)  # root, tree nodes, top level
-        if self.keeps_logits:
+            outputs = StepOutputs(self.step.body(inputs, eager)[0], None, head, run.stats)  # [size, H]
+        elif self.keeps_logits and not self.step.compiled:
+            keep = list(range(layout.window_start)) + list(layout.last_level_slots())  # root, tree, top level
             inputs["logits_to_keep"] = torch.tensor(keep, device=device)
-            return StepOutputs(self.model(**inputs).logits[0], {slot: i for i, slot in enumerate(keep)})
-        return StepOutputs(self.model(**inputs).logits[0], None)
+            outputs = StepOutputs(self.step.model(inputs)[0], {slot: i for i, slot in enumerate(keep)}, None, run.stats)
+        else:
+            outputs = StepOutputs(self.step.model(inputs, eager)[0], None, None, run.stats)
+        run.stats.model_seconds += self.step.elapsed(start)
+        return outputs
 
     def _lazy(self, run: Run) -> bool:
         return self.split is not None and self.config.lazy_logits and run.verifier.walks_tree
@@ -248,7 +264,7 @@ class LookaheadEngine:
         root = run.root
         tokens = self._cut(run, verdict)
         accepted = set(verdict.path)
-        keep_slots(run.cache, run.past_length, [layout.node_slot(n) for n in verdict.path[: len(tokens) - 1]])
+        self.cache.commit(run.past_length, [layout.node_slot(n) for n in verdict.path[: len(tokens) - 1]])
         run.tokens.extend(tokens)
         outcome = StepOutcome(
             context=run.tokens, root=root, committed=tuple(tokens), accepted=len(tokens) - 1,
@@ -289,7 +305,7 @@ class LookaheadEngine:
             accepted=len(tokens) - 1,
             emitted=len(tokens),
             source=tree.origins[accepted[-1]] if accepted else SOURCE_NONE,
-            fed_tokens=layout.size,
+            fed_tokens=self.step.size(layout.size),  # padding included: what the forward computed
         )
         run.history.append(record)
         run.stats.record(record)
@@ -325,7 +341,7 @@ class LookaheadEngine:
             prompt_length=prompt.numel(),
             max_new_tokens=max_new_tokens,
             eos=frozenset(eos),
-            cache=new_cache(),
+            cache=self._cache_for(prompt.numel() + max_new_tokens),
             window=Window(config.ngram, window_generator),
             processors=build_processors(self.model.generation_config, prompt.numel(), eos),
             warpers=sampling.warpers(),
@@ -343,13 +359,24 @@ class LookaheadEngine:
         return run
 
     def _prefill(self, run: Run, tokens: torch.Tensor) -> None:
-        """Cache everything before the root with one plain causal pass."""
-        kwargs = {self.cache_arg: run.cache, "use_cache": True}
+        """Cache everything before the root with one plain causal pass (Hugging Face's own masks,
+        as in ``generate``), then move those states into the step cache."""
+        prefill = new_cache()
+        kwargs = {self.cache_arg: prefill, "use_cache": True}
         if self.keeps_logits:
             kwargs["logits_to_keep"] = 1
         self.model(input_ids=tokens[None].to(self.model.device), **kwargs)
+        self.cache.load(prefill)
         run.stats.prefill_tokens = tokens.numel()
-        assert cache_length(run.cache) == tokens.numel()
+        assert self.cache.length == tokens.numel()
+
+    def _cache_for(self, positions: int) -> StepCache:
+        """The engine's step cache, grown (rarely: a new shape) when a call needs more positions."""
+        needed = positions + self.step.largest
+        if self.cache is None or self.cache.capacity < needed:
+            self.cache = StepCache(self.step.capacity(needed))
+        self.cache.length = 0
+        return self.cache
 
     def _finish(self, run: Run, input_ids: torch.Tensor, start: float) -> LookaheadOutput:
         if run.streamer is not None:

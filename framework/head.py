@@ -9,6 +9,8 @@ full forward with ``logits_to_keep``.
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 # model types whose CausalLM forward is `logits = self.lm_head(hidden_states)` (read in transformers
@@ -34,16 +36,21 @@ def split_head(model):
 
 
 class StepOutputs:
-    """Per-slot logits of one step, from kept logits rows or from hidden states on demand."""
+    """Per-slot logits of one step, from kept logits rows or from hidden states on demand.
+    Time spent projecting rows counts as model time (``stats.model_seconds``) when stats are given."""
 
-    def __init__(self, rows: torch.Tensor, slot_rows: dict[int, int] | None, head=None) -> None:
+    def __init__(self, rows: torch.Tensor, slot_rows: dict[int, int] | None, head=None, stats=None) -> None:
         self.rows = rows  # [R, V] kept logits, or [q, H] hidden states when head is set
         self.slot_rows = slot_rows  # slot -> row of `rows` (None: row = slot)
         self.head = head
+        self.stats = stats
 
     def logits(self, slots: list[int] | range) -> torch.Tensor:  # [k, V] float32
         index = list(slots) if self.slot_rows is None else [self.slot_rows[s] for s in slots]
         picked = self.rows[torch.tensor(index, dtype=torch.long, device=self.rows.device)]
         if self.head is not None:
+            start = time.perf_counter()
             picked = self.head(picked)
+            if self.stats is not None:
+                self.stats.model_seconds += time.perf_counter() - start
         return picked.float()

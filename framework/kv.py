@@ -25,26 +25,73 @@ def new_cache() -> DynamicCache:
     return DynamicCache()
 
 
-def cache_length(cache: DynamicCache) -> int:
-    return cache.get_seq_length()
+class StepCache(DynamicCache):
+    """The engine's KV cache: preallocated per layer, written where the step says, compacted by
+    one gather per layer. The same tensors live through a whole ``generate`` (and across calls),
+    so a compiled step sees fixed shapes and addresses.
 
+    Per layer one tensor ``[2, B, H_kv, capacity, D]`` (keys, values). Before each forward the
+    engine calls ``prepare(start, q, visible, device)``: the forward's q new states are written at
+    positions ``start .. start+q-1`` and attention sees the first ``visible`` positions
+    (None: the whole buffer, masked by the step's mask: the fixed-shape compiled step). ``length``
+    counts the committed positions (the logical cache length), set by ``load`` and ``commit``.
 
-def keep_slots(cache: DynamicCache, past_length: int, slots: list[int]) -> None:
-    """After a step of q tokens appended at ``past_length``, keep only the root (slot 0) and the
-    given slots, packed in order right after it; everything else of the step is dropped.
-
-    RoPE was applied with each token's own position id, which equals its packed position, so no
-    re-rotation is needed.
+    Example: prefix of 10, a step of 6 fed at positions 10..15 accepts slots 3 and 4 (with the
+    root at slot 0): ``commit(10, [3, 4])`` moves positions 13, 14 to 11, 12; length 13.
     """
-    keep = 1 + len(slots)
-    for offset, slot in enumerate(slots, start=1):
-        if slot == offset:
-            continue
-        for layer in cache.layers:
-            # [B, H_kv, S, D]: move the accepted entry into its packed place
-            layer.keys[..., past_length + offset, :] = layer.keys[..., past_length + slot, :]
-            layer.values[..., past_length + offset, :] = layer.values[..., past_length + slot, :]
-    excess = cache_length(cache) - (past_length + keep)
-    if excess > 0:
-        cache.crop(-excess)
 
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self.store: dict[int, torch.Tensor] = {}  # layer -> [2, B, H_kv, capacity, D]
+        self.slots: torch.Tensor | None = None  # [q] long, where the next forward writes
+        self.visible: int | None = None
+        self.length = 0
+
+    def prepare(self, start: int, count: int, visible: int | None, device) -> None:
+        """The next forward writes ``count`` states at ``start..start+count-1``."""
+        if start + count > self.capacity:
+            raise ValueError(f"KV positions up to {start + count - 1} are past the cache's capacity {self.capacity}")
+        self.slots = torch.arange(start, start + count, device=device)
+        self.visible = visible
+
+    def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):  # [B, H_kv, q, D] each
+        store = self.store.get(layer_idx)
+        if store is None:
+            batch, heads, _, dim = key_states.shape
+            store = torch.zeros(2, batch, heads, self.capacity, dim, dtype=key_states.dtype, device=key_states.device)
+            self.store[layer_idx] = store
+        store[0].index_copy_(2, self.slots, key_states)
+        store[1].index_copy_(2, self.slots, value_states)
+        if self.visible is None:
+            return store[0], store[1]
+        return store[0, :, :, : self.visible], store[1, :, :, : self.visible]
+
+    def commit(self, past_length: int, slots: list[int]) -> None:
+        """After a step fed at ``past_length``: keep the root (slot 0) and ``slots``, packed after it."""
+        moved = [(offset, slot) for offset, slot in enumerate(slots, start=1) if slot != offset]
+        if moved:
+            for store in self.store.values():
+                source = torch.tensor([past_length + s for _, s in moved], device=store.device)
+                target = torch.tensor([past_length + o for o, _ in moved], device=store.device)
+                store.index_copy_(3, target, store.index_select(3, source))
+        self.length = past_length + 1 + len(slots)
+
+    def load(self, cache: DynamicCache) -> None:
+        """Take a filled dynamic cache's states (the prefill's) as the committed prefix."""
+        for index, layer in enumerate(cache.layers):
+            keys, values = layer.keys, layer.values  # [B, H_kv, T, D]
+            store = self.store.get(index)
+            if store is None or store.shape[1:3] != keys.shape[:2] or store.shape[-1] != keys.shape[-1]:
+                batch, heads, _, dim = keys.shape
+                store = torch.zeros(2, batch, heads, self.capacity, dim, dtype=keys.dtype, device=keys.device)
+                self.store[index] = store
+            store[0, :, :, : keys.shape[2]] = keys
+            store[1, :, :, : values.shape[2]] = values
+        self.length = cache.get_seq_length()
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.length
+
+    def crop(self, max_length: int) -> None:
+        self.length = max_length if max_length >= 0 else self.length + max_length

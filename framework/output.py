@@ -33,12 +33,20 @@ class DecodeStats:
     fed: Counter = field(default_factory=Counter)  # draft-tree nodes of each source fed, all steps
     accepted_from: Counter = field(default_factory=Counter)  # accepted draft tokens by source
     wall_seconds: float = 0.0
+    decode_seconds: float = 0.0  # wall time of the decoding steps (the prefill excluded)
+    model_seconds: float = 0.0  # inside the model's forward and head over the decoding steps
     stop_reason: str = ""  # 'eos', 'length' or 'empty'
 
     @property
     def accepted_per_step(self) -> list[int]:
         """Draft tokens accepted in each step: the emitted tokens less the bonus token."""
         return [emitted - 1 for emitted in self.emitted_per_step]
+
+    @property
+    def host_ms_per_step(self) -> float:
+        """Engine time per decoding step outside the model: planning, inputs and masks,
+        verification, bookkeeping (the decoding steps' wall time less the model's)."""
+        return 1000 * (self.decode_seconds - self.model_seconds) / self.steps if self.steps else 0.0
 
     @property
     def tokens_per_step(self) -> float:

@@ -1,5 +1,5 @@
-"""KV-cache plumbing: the cache kwarg, a config-free cache, and ``keep_slots`` compaction checked
-against hand-built references on real ``DynamicCache``s of tiny models."""
+"""KV-cache plumbing: the cache kwarg, a config-free prefill cache, and the engine's ``StepCache``
+(load, prepare, commit compaction) checked against hand-built references on tiny models."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import transformers
 from packaging.version import Version
 
 from framework.attention import MaskBuilder
-from framework.kv import accepts_logits_to_keep, cache_argument, cache_length, keep_slots, new_cache
+from framework.kv import StepCache, accepts_logits_to_keep, cache_argument, new_cache
 from framework.layout import chain_parents, step_layout
 from tests.tiny_models import tiny_model
 
@@ -55,40 +55,62 @@ def test_accepts_logits_to_keep():
 
 def test_new_cache_is_empty_and_keeps_every_position_of_sliding_layers():
     """Gemma 3's sliding layers (window 6) would keep only 6 positions in a config-built cache."""
-    assert cache_length(new_cache()) == 0
+    assert new_cache().get_seq_length() == 0
     cache = filled_cache(tiny_model("gemma3"), 10)
-    assert cache_length(cache) == 10
+    assert cache.get_seq_length() == 10
     assert [layer.keys.shape[-2] for layer in cache.layers] == [10, 10]
+
+
+def step_cache(model, tokens: int | list[int], capacity: int = 32) -> StepCache:
+    cache = StepCache(capacity)
+    cache.load(filled_cache(model, tokens))
+    return cache
+
+
+def test_step_cache_loads_a_prefill_and_returns_what_attention_may_see():
+    model = tiny_model("llama")
+    dynamic = filled_cache(model, PAST)
+    cache = step_cache(model, PAST)
+    assert cache.get_seq_length() == PAST and cache.capacity == 32
+    for index, layer in enumerate(dynamic.layers):
+        assert torch.equal(cache.store[index][0, :, :, :PAST], layer.keys)
+        assert torch.equal(cache.store[index][1, :, :, :PAST], layer.values)
+    new = torch.randn(1, 2, STEP, 8)  # [B, H_kv, q, D]
+    cache.prepare(PAST, STEP, PAST + STEP, "cpu")
+    keys, values = cache.update(new, -new, 0)
+    assert keys.shape[-2] == PAST + STEP and torch.equal(keys[..., PAST:, :], new)
+    cache.prepare(PAST, STEP, None, "cpu")  # the compiled step: the whole buffer, masked
+    assert cache.update(new, -new, 0)[0].shape[-2] == 32
+
+
+def test_step_cache_refuses_positions_past_its_capacity():
+    cache = step_cache(tiny_model("llama"), PAST, capacity=8)
+    with pytest.raises(ValueError, match="capacity 8"):
+        cache.prepare(PAST, 4, None, "cpu")
 
 
 @pytest.mark.parametrize(
     "slots",
     [
         [],  # nothing accepted: only the root stays
-        [1, 2],  # already packed: a crop only
+        [1, 2],  # already packed: nothing moves
         [3, 4],  # moved down by two
         [2, 5],  # a path with a gap
-        [1, 2, 3, 4, 5],  # everything kept: nothing moves, nothing dropped
+        [1, 2, 3, 4, 5],  # everything kept: nothing moves
     ],
 )
-def test_keep_slots_packs_the_root_and_the_kept_slots_after_the_prefix(slots):
-    cache = filled_cache(tiny_model("llama"), PAST + STEP)
-    before = snapshot(cache)
-    keep_slots(cache, PAST, slots)
+def test_commit_packs_the_root_and_the_kept_slots_after_the_prefix(slots):
+    cache = step_cache(tiny_model("llama"), PAST)
+    step = torch.randn(1, 2, STEP, 8)
+    cache.prepare(PAST, STEP, None, "cpu")
+    for layer in list(cache.store):
+        cache.update(step + layer, -step, layer)
+    before = {layer: store.clone() for layer, store in cache.store.items()}
+    cache.commit(PAST, slots)
     positions = list(range(PAST + 1)) + [PAST + s for s in slots]  # prefix, root, kept slots
-    assert cache_length(cache) == len(positions)
-    for layer, (keys, values) in zip(cache.layers, before):
-        assert torch.equal(layer.keys, keys[..., positions, :])
-        assert torch.equal(layer.values, values[..., positions, :])
-
-
-def test_keep_slots_on_a_short_cache_drops_nothing():
-    """A step that appended only the root: nothing to move or crop."""
-    cache = filled_cache(tiny_model("llama"), PAST + 1)
-    before = snapshot(cache)
-    keep_slots(cache, PAST, [])
-    assert cache_length(cache) == PAST + 1
-    assert all(torch.equal(layer.keys, k) for layer, (k, _) in zip(cache.layers, before))
+    assert cache.get_seq_length() == len(positions)
+    for layer, store in cache.store.items():
+        assert torch.equal(store[..., : len(positions), :], before[layer][..., positions, :])
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])
@@ -99,9 +121,9 @@ def test_kept_draft_equals_the_cache_of_a_plain_forward(arch):
     arg = cache_argument(model)
     prefix, root, drafts = [3, 4, 5, 6, 7], 8, [(9, 10), (11, 12)]
     layout = step_layout(0, 0, chain_parents(2, 2))  # slots: root, 9, 10, 11, 12
-    cache = new_cache()
+    cache = step_cache(model, prefix)
     with torch.no_grad():
-        model(input_ids=torch.tensor([prefix]), **{arg: cache}, use_cache=True)
+        cache.prepare(len(prefix), layout.size, len(prefix) + layout.size, "cpu")
         model(
             input_ids=torch.tensor([[root, *drafts[0], *drafts[1]]]),
             position_ids=(len(prefix) + layout.depths)[None],  # [1, q]
@@ -109,10 +131,9 @@ def test_kept_draft_equals_the_cache_of_a_plain_forward(arch):
             **{arg: cache},
             use_cache=True,
         )
-        keep_slots(cache, len(prefix), [layout.node_slot(2), layout.node_slot(3)])  # slots 3, 4
+        cache.commit(len(prefix), [layout.node_slot(2), layout.node_slot(3)])  # slots 3, 4
     reference = filled_cache(model, prefix + [root, *drafts[1]])
-    assert cache_length(cache) == cache_length(reference) == len(prefix) + 3
-    for layer, ref in zip(cache.layers, reference.layers):
-        torch.testing.assert_close(layer.keys, ref.keys, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(layer.values, ref.values, atol=1e-5, rtol=1e-5)
-
+    assert cache.get_seq_length() == reference.get_seq_length() == len(prefix) + 3
+    for index, ref in enumerate(reference.layers):
+        torch.testing.assert_close(cache.store[index][0, :, :, :8], ref.keys, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(cache.store[index][1, :, :, :8], ref.values, atol=1e-5, rtol=1e-5)
