@@ -39,12 +39,13 @@ from experiments.cli import (
 )
 from experiments.harness import (
     BASELINE, OVERALL, GreedyMethod, LookaheadMethod, Method, PromptInput, PromptLookupMethod, Record,
+    StaticGreedyMethod,
     Summary, run_prompt, summarize, warm_up,
 )
 from experiments.runinfo import environment, loadavg
 from framework.config import LookaheadConfig
 
-METHOD_NAMES = ("greedy", "pld", "lookahead")
+METHOD_NAMES = ("greedy", "greedy-static", "pld", "lookahead")
 RECORDS, TABLE, SPEEDUP_PNG, ACCEPTED_PNG = "records.jsonl", "table.md", "speedup.png", "accepted_hist.png"
 
 
@@ -66,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     methods = parser.add_argument_group("methods")
     methods.add_argument("--methods", default="greedy,pld,lookahead",
-                         help="comma list of greedy, pld, lookahead; greedy (the baseline) always runs")
+                         help="comma list of greedy, greedy-static (HF's static cache, compiled by HF on CUDA), "
+                              "pld, lookahead; greedy (the baseline) always runs")
     methods.add_argument("--lookahead", action="append", default=[], metavar="W,N,G",
                          help="one more lookahead config: the configuration flags with these W, N, G (repeatable)")
     methods.add_argument("--pld-tokens", type=int_at_least(1), default=10, help="prompt lookup: draft tokens per step")
@@ -96,12 +98,19 @@ def method_list(text: str) -> list[str]:
     return [name for name in METHOD_NAMES if name in names or name == BASELINE]
 
 
-def lookahead_configs(args: argparse.Namespace) -> list[tuple[str | None, LookaheadConfig]]:
-    """``(label or None, config)`` for every lookahead config asked for: each ``--config`` entry,
-    each ``--lookahead W,N,G``, else the flags alone; ``--set`` and the sugar flags apply to all."""
+def lookahead_configs(args: argparse.Namespace) -> list[tuple[str | None, LookaheadConfig, bool]]:
+    """``(label or None, config, compiled)`` for every lookahead config asked for: each ``--config``
+    entry (an entry's own ``compile: true|false`` overrides ``--compile``, so one run can compare
+    the eager and the compiled step), each ``--lookahead W,N,G``, else the flags alone; ``--set``
+    and the sugar flags apply to all."""
     import_strategies(args.imports)
-    configs = [(label, config_from_args(args, raw, f"--config {path}"))
-               for path in args.config for label, raw in read_config_file(path)]
+    configs = []
+    for path in args.config:
+        for label, raw in read_config_file(path):
+            compiled = raw.pop("compile", args.compile)
+            if not isinstance(compiled, bool):
+                raise CliError(f"--config {path}: compile must be true or false, got {compiled!r}")
+            configs.append((label, config_from_args(args, raw, f"--config {path}"), compiled))
     for spec in args.lookahead:
         try:
             window, ngram, guess_set = (int(part) for part in spec.split(","))
@@ -109,8 +118,8 @@ def lookahead_configs(args: argparse.Namespace) -> list[tuple[str | None, Lookah
             raise CliError(f"--lookahead: expected three integers W,N,G (e.g. 5,4,5), got {spec!r}") from None
         sizes = {"window": window, "ngram": ngram, "guess_set": guess_set}
         wng = argparse.Namespace(**{**vars(args), **dict.fromkeys(sizes)})  # these three replace the sugar flags
-        configs.append((None, config_from_args(wng, sizes, f"--lookahead {spec}")))
-    return configs or [(None, config_from_args(args))]
+        configs.append((None, config_from_args(wng, sizes, f"--lookahead {spec}"), args.compile))
+    return configs or [(None, config_from_args(args), args.compile)]
 
 
 def build_methods(args: argparse.Namespace) -> list[Method]:
@@ -119,11 +128,13 @@ def build_methods(args: argparse.Namespace) -> list[Method]:
     for name in method_list(args.methods):
         if name == "greedy":
             methods.append(GreedyMethod())
+        elif name == "greedy-static":
+            methods.append(StaticGreedyMethod())
         elif name == "pld":
             methods.append(PromptLookupMethod(args.pld_tokens, args.pld_ngram))
         else:
-            methods.extend(LookaheadMethod(config, name=label, compile=args.compile)
-                           for label, config in lookahead_configs(args))
+            methods.extend(LookaheadMethod(config, name=label, compile=compiled)
+                           for label, config, compiled in lookahead_configs(args))
     names = [method.name for method in methods]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
@@ -264,17 +275,48 @@ def markdown_tables(rows: Sequence[Summary], header: dict[str, Any] | None = Non
     Spec-Bench speedup matrix (one row per method, one column per category)."""
     lines = [_title(header), ""] if header else []
     lines += [
-        "| Category | Method | Prompts | Tokens/step | Tokens/forward | Speedup | Identical | Tokens/s |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| Category | Method | Prompts | Tokens/step | Tokens/forward | Speedup | Identical | Tokens/s | ms/step "
+        "| Host ms/step |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
         category = f"**{row.category}**" if row.category == OVERALL else row.category
         lines.append(
             f"| {category} | {row.method} | {row.prompts} | {row.tokens_per_step:.2f} | {row.tokens_per_forward:.2f} "
             f"| {_fmt(row.speedup, '{:.2f}x')} | {_fmt(None if row.identical is None else 100 * row.identical, '{:.0f}%')} "
-            f"| {row.tokens_per_second:.1f} |"
+            f"| {row.tokens_per_second:.1f} | {_fmt(row.ms_per_step, '{:.1f}')} | {_fmt(row.host_ms, '{:.2f}')} |"
         )
-    return "\n".join(lines + ["", speedup_matrix(rows), ""] + attribution_table(rows, records))
+    return "\n".join(lines + ["", speedup_matrix(rows), ""] + attribution_table(rows, records)
+                     + scheduler_table(records))
+
+
+def scheduler_table(records: Sequence[Record]) -> list[str]:
+    """Per lookahead method: what its scheduler chose (step-weighted means of each prompt's
+    summary, e.g. the adaptive scheduler's mean width and budget) and each source's acceptance
+    (accepted draft tokens / tree nodes fed)."""
+    chosen: dict[str, list[tuple[dict, int]]] = {}
+    fed: dict[str, Counter] = {}
+    accepted: dict[str, Counter] = {}
+    for record in records:
+        if record.source_fed or record.scheduler:
+            chosen.setdefault(record.method, []).append((record.scheduler, record.steps))
+            fed.setdefault(record.method, Counter()).update(record.source_fed)
+            accepted.setdefault(record.method, Counter()).update(record.source_accepted)
+    if not chosen:
+        return []
+    keys = sorted({key for runs in chosen.values() for summary, _ in runs for key in summary})
+    sources = sorted({source for counts in fed.values() for source in counts})
+    lines = ["What each lookahead method's scheduler chose (means over steps) and each source's acceptance "
+             "(accepted draft tokens / tree nodes fed):", "",
+             "| Method | " + " | ".join(keys + [f"{s} acceptance" for s in sources]) + " |",
+             "| --- |" + " ---: |" * (len(keys) + len(sources))]
+    for method, runs in chosen.items():
+        steps = sum(n for _, n in runs) or 1
+        means = [sum(summary.get(key, 0.0) * n for summary, n in runs) / steps for key in keys]
+        rates = [accepted[method][s] / fed[method][s] if fed[method][s] else None for s in sources]
+        lines.append(f"| {method} | " + " | ".join([f"{m:.2f}" for m in means] + [_fmt(r, "{:.2f}") for r in rates])
+                     + " |")
+    return lines + [""]
 
 
 def attribution_table(rows: Sequence[Summary], records: Sequence[Record]) -> list[str]:

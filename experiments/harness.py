@@ -79,6 +79,9 @@ class Record:
     loadavg_1m: float | None = None  # os.getloadavg()[0] right after the run
     output_ids: list[int] | None = None  # new tokens only
     host_ms: float | None = None  # lookahead: wall time per step outside the model (framework/output.py)
+    scheduler: dict[str, float] = field(default_factory=dict)  # lookahead: the scheduler's summary()
+    source_fed: dict[str, int] = field(default_factory=dict)  # lookahead: draft-tree nodes fed per source
+    source_accepted: dict[str, int] = field(default_factory=dict)  # lookahead: accepted draft tokens per source
     config: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -146,6 +149,20 @@ class GreedyMethod:
 
     def run(self, model, input_ids, max_new_tokens):
         return _hf_generate(model, input_ids, max_new_tokens), None
+
+
+class StaticGreedyMethod:
+    """Hugging Face greedy with a static KV cache (``cache_implementation="static"``), which
+    transformers compiles on CUDA by itself: the fair autoregressive baseline on a GPU. On a CPU it
+    runs eager (transformers compiles only on accelerators)."""
+
+    name = "greedy-static"
+
+    def __init__(self) -> None:
+        self.config: dict[str, Any] = {"method": "greedy-static"}
+
+    def run(self, model, input_ids, max_new_tokens):
+        return _hf_generate(model, input_ids, max_new_tokens, cache_implementation="static"), None
 
 
 class PromptLookupMethod:
@@ -418,12 +435,12 @@ def _record(method, counter: ForwardCounter, stats, output: list[int], prompt_to
     emitted = emitted or []
     forwards, fed, kv_peak = counter.forwards, sum(counter.fed), counter.kv_peak_tokens()
     host_ms = None
-    if stats is not None:
+    if stats is not None:  # the engine's own count (a compiled engine's forwards skip module hooks)
         host_ms = stats.host_ms_per_step if stats.steps else None
-        if forwards == 0 and stats.steps:  # a compiled engine runs its forwards without module hooks
-            fed_steps = list(stats.fed_tokens)
-            forwards, fed = stats.steps + bool(stats.prefill_tokens), stats.prefill_tokens + sum(fed_steps)
-            kv_peak = prompt_tokens + new_tokens + max(fed_steps)
+        forwards = stats.steps + bool(stats.prefill_tokens)
+        fed = stats.prefill_tokens + sum(stats.fed_tokens)
+        if counter.forwards <= 1:  # compiled: the hook saw the prefill only; an upper bound
+            kv_peak = max(kv_peak, prompt_tokens - 1 + max(stats.fed_tokens, default=0) + new_tokens)
     steps = max(forwards - 1, 0)
     return Record(
         prompt_id="", category="", method=method.name, new_tokens=new_tokens,
@@ -435,6 +452,9 @@ def _record(method, counter: ForwardCounter, stats, output: list[int], prompt_to
         stop_reason="length" if new_tokens >= max_new_tokens else "eos",
         wall_seconds_all=[wall], emitted_per_step=emitted,
         sources=dict(Counter(stats.sources)) if stats is not None else {},
+        scheduler=dict(stats.scheduler) if stats is not None else {},
+        source_fed=dict(stats.fed) if stats is not None else {},
+        source_accepted=dict(stats.accepted_from) if stats is not None else {},
         output_ids=output, config=dict(method.config),
     )
 
@@ -571,6 +591,8 @@ class Summary:
     identical: float | None
     tokens_per_second: float
     peak_memory_mb: float | None
+    ms_per_step: float | None = None  # wall (prefill included) per decoding step
+    host_ms: float | None = None  # lookahead: engine time per step outside the model, step-weighted
 
 
 def summarize(records: Sequence[Record], *, baseline: str = BASELINE,
@@ -600,6 +622,7 @@ def _summary(category: str, method: str, records: list[Record], base: dict) -> S
     seconds = sum(r.wall_seconds for r in records)
     new_tokens = sum(r.new_tokens for r in records)
     memory = [r.peak_memory_mb for r in records if r.peak_memory_mb is not None]
+    hosted = [(r.host_ms, r.steps) for r in records if r.host_ms is not None and r.steps]
     return Summary(
         category=category, method=method, prompts=len(records), new_tokens=new_tokens,
         tokens_per_step=sum(steps) / len(steps) if steps else 0.0,
@@ -608,4 +631,6 @@ def _summary(category: str, method: str, records: list[Record], base: dict) -> S
         identical=sum(flags) / len(flags) if flags else None,
         tokens_per_second=new_tokens / seconds if seconds > 0 else 0.0,
         peak_memory_mb=max(memory) if memory else None,
+        ms_per_step=1000 * seconds / len(steps) if steps else None,
+        host_ms=sum(h * n for h, n in hosted) / sum(n for _, n in hosted) if hosted else None,
     )

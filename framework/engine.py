@@ -26,8 +26,10 @@ from typing import Any
 import torch
 from transformers import LogitsProcessorList
 
+from framework.argmax import argmax_rows
 from framework.attention import MaskBuilder
 from framework.config import LookaheadConfig
+from framework.costs import CostModel, cache_file, cache_key, calibrate, calibration_sizes
 from framework.head import StepOutputs, split_head
 from framework.kv import StepCache, accepts_logits_to_keep, cache_argument, new_cache
 from framework.layout import DraftTree, StepLayout, step_layout
@@ -93,7 +95,8 @@ class LookaheadEngine:
     Greedy output is token-for-token that of ``model.generate(do_sample=False)``.
     """
 
-    def __init__(self, model, config: LookaheadConfig | dict | None = None, *, compile: bool = False) -> None:
+    def __init__(self, model, config: LookaheadConfig | dict | None = None, *, compile: bool = False,
+                 cost_model: CostModel | None = None) -> None:
         if getattr(model.config, "is_encoder_decoder", False):
             raise ValueError("model: encoder-decoder models are not supported; pass a decoder-only causal LM")
         if config is None:
@@ -116,6 +119,7 @@ class LookaheadEngine:
         self.top_k = max((getattr(source, "top_k", 0) for source in self.sources), default=0)
         self.step = StepShapes(model, config, compile, self.split, self.keeps_logits)
         self.cache: StepCache | None = None  # kept across calls: fixed addresses for a compiled step
+        self.costs: CostModel | None = cost_model  # calibrated at the first call if the scheduler asks
 
     @property
     def pool(self):
@@ -162,47 +166,57 @@ class LookaheadEngine:
         self._commit(run, layout, verdict, tree, offered, harvest, seen)
 
     def _plan(self, run: Run) -> tuple[StepLayout, DraftTree, Counter]:
-        """Window width for this step and the draft tree: every source's candidates, planned."""
-        width = self._window_width(run)
-        if width != run.window.width or not run.window.levels:
-            run.window.resize(width, run.context())
+        """The draft tree (every source's candidates, planned), then the scheduler's window width
+        and draft budget for this step (by expected tokens per cost when it asks for costs)."""
         max_len = min(run.remaining - 1, self._positions_left(run))
         candidates = [c for source in self.sources for c in source.propose(run.tokens, max_len)] if max_len > 0 else []
         tree = plan_tree(candidates, self.config.draft_budget, self.config.min_score, max_len)
+        width, budget = self.scheduler.plan(run.history, sorted(tree.values, reverse=True), self._step_cost,
+                                            lambda w: w * (self.config.ngram - 1))
+        if budget is not None and budget < tree.size:
+            tree = plan_tree(candidates, budget, self.config.min_score, max_len)
+        width = self._window_width(run, width)
+        if width != run.window.width or not run.window.levels:
+            run.window.resize(width, run.context())
         layout = step_layout(run.window.width, len(run.window.levels), tree.parents)
         return layout, tree, Counter(c.source for c in candidates)
 
     def _forward(self, run: Run, layout: StepLayout, tree: DraftTree) -> StepOutputs:
-        """One pass over root + draft tree + window (padded to the step's fixed shape when
-        compiled). Rows are projected to the vocabulary only where read: on demand when the head
-        splits off, else the kept rows (``logits_to_keep``)."""
+        tokens = torch.cat([torch.tensor([run.root, *tree.tokens]), run.window.tokens()])  # [q]
+        return self._feed(tokens, layout, run.past_length, self._lazy(run), run.stats)
+
+    def _feed(self, tokens: torch.Tensor, layout: StepLayout, past_length: int, lazy: bool,
+              stats: DecodeStats) -> StepOutputs:
+        """One pass over ``tokens # [q]`` laid out by ``layout`` after ``past_length`` cached
+        positions (padded to the step's fixed shape when compiled). Rows are projected to the
+        vocabulary only where read: on demand when the head splits off (``lazy``), else the kept
+        rows (``logits_to_keep``)."""
         device = self.model.device
         size = self.step.size(layout.size)
         padding = size - layout.size
-        ids = torch.cat([torch.tensor([run.root, *tree.tokens]), run.window.tokens(),
-                         torch.full((padding,), run.root)])  # [size]
-        positions = torch.cat([layout.depths, torch.zeros(padding, dtype=torch.long)]) + run.past_length
-        columns = self.cache.capacity if self.step.compiled else run.past_length + size
-        self.cache.prepare(run.past_length, size, None if self.step.compiled else columns, device)
+        ids = torch.cat([tokens, tokens[:1].expand(padding)])  # [size]
+        positions = torch.cat([layout.depths, torch.zeros(padding, dtype=torch.long)]) + past_length
+        columns = self.cache.capacity if self.step.compiled else past_length + size
+        self.cache.prepare(past_length, size, None if self.step.compiled else columns, device)
         inputs = {
             "input_ids": ids[None].to(device),
             "position_ids": positions[None].to(device),  # [1, size]
-            "attention_mask": self.masks(layout, run.past_length, size, columns),
+            "attention_mask": self.masks(layout, past_length, size, columns),
             self.cache_arg: self.cache,
             "use_cache": True,
         }
         eager = not self.cache.store  # a one-token prompt: the first step allocates the cache, uncompiled
         start = time.perf_counter()
-        if self._lazy(run):
+        if lazy:
             body, head = self.split
-            outputs = StepOutputs(self.step.body(inputs, eager)[0], None, head, run.stats)  # [size, H]
+            outputs = StepOutputs(self.step.body(inputs, eager)[0], None, head, stats)  # [size, H]
         elif self.keeps_logits and not self.step.compiled:
             keep = list(range(layout.window_start)) + list(layout.last_level_slots())  # root, tree, top level
             inputs["logits_to_keep"] = torch.tensor(keep, device=device)
-            outputs = StepOutputs(self.step.model(inputs)[0], {slot: i for i, slot in enumerate(keep)}, None, run.stats)
+            outputs = StepOutputs(self.step.model(inputs)[0], {slot: i for i, slot in enumerate(keep)}, None, stats)
         else:
-            outputs = StepOutputs(self.step.model(inputs, eager)[0], None, None, run.stats)
-        run.stats.model_seconds += self.step.elapsed(start)
+            outputs = StepOutputs(self.step.model(inputs, eager)[0], None, None, stats)
+        stats.model_seconds += self.step.elapsed(start)
         return outputs
 
     def _lazy(self, run: Run) -> bool:
@@ -252,7 +266,7 @@ class LookaheadEngine:
         rows = outputs.logits(slots)  # [W, V]
         if self.top_k:
             seen.update(zip(run.window.levels[-1].tolist(), rows))
-        harvest = run.window.advance(rows.argmax(dim=-1).cpu())
+        harvest = run.window.advance(argmax_rows(rows).cpu())
         if harvest is None:
             return []
         keys, drafts = harvest
@@ -264,11 +278,12 @@ class LookaheadEngine:
         root = run.root
         tokens = self._cut(run, verdict)
         accepted = set(verdict.path)
+        depths = layout.depths.tolist()
         self.cache.commit(run.past_length, [layout.node_slot(n) for n in verdict.path[: len(tokens) - 1]])
         run.tokens.extend(tokens)
         outcome = StepOutcome(
             context=run.tokens, root=root, committed=tuple(tokens), accepted=len(tokens) - 1,
-            nodes=[FedNode(tree.tokens[n], int(layout.depths[1 + n]), tree.sources[n], tree.keys[n], n in accepted)
+            nodes=[FedNode(tree.tokens[n], depths[1 + n], tree.sources[n], tree.keys[n], n in accepted)
                    for n in range(tree.size)],
             window_ngrams=harvest,
             top_tokens={token: row.topk(self.top_k).indices.tolist() for token, row in seen.items()},
@@ -314,10 +329,14 @@ class LookaheadEngine:
         run.stats.accepted_from.update(tree.sources[n] for n in accepted)
 
     # ------------------------------------------------------------------ helpers
-    def _window_width(self, run: Run) -> int:
+    def _step_cost(self, fed: int) -> float:
+        """Cost of a step feeding ``fed`` tokens, in one-token forwards (as the step is run: padded)."""
+        return self.costs(self.step.size(min(fed, self.step.largest)))
+
+    def _window_width(self, run: Run, width: int) -> int:
         if self.config.window == 0:
             return 0
-        width = int(self.scheduler.width(run.history))
+        width = int(width)
         if width < 0:
             raise ValueError(f"scheduler {self.config.scheduler.name!r} returned window width {width} < 0")
         levels = max(len(run.window.levels), 1)
@@ -331,6 +350,8 @@ class LookaheadEngine:
 
     def _begin(self, prompt, max_new_tokens, eos_token_id, streamer, sampling: SamplingSettings, generator) -> Run:
         config = self.config
+        if self.scheduler.needs_costs and self.costs is None:
+            self.costs = self._calibrated_costs()
         self.scheduler.reset()
         for source in self.sources:
             source.begin(prompt.tolist())
@@ -361,14 +382,53 @@ class LookaheadEngine:
     def _prefill(self, run: Run, tokens: torch.Tensor) -> None:
         """Cache everything before the root with one plain causal pass (Hugging Face's own masks,
         as in ``generate``), then move those states into the step cache."""
+        self._prefill_tokens(tokens)
+        run.stats.prefill_tokens = tokens.numel()
+
+    def _prefill_tokens(self, tokens: torch.Tensor) -> None:  # [T]
         prefill = new_cache()
         kwargs = {self.cache_arg: prefill, "use_cache": True}
         if self.keeps_logits:
             kwargs["logits_to_keep"] = 1
         self.model(input_ids=tokens[None].to(self.model.device), **kwargs)
         self.cache.load(prefill)
-        run.stats.prefill_tokens = tokens.numel()
         assert self.cache.length == tokens.numel()
+
+    def _calibrated_costs(self) -> CostModel:
+        """The device's cost curve for this engine's steps: from the disk cache, else timed now
+        (a few forwards; compiled, this is also the warm-up of every step size)."""
+        sizes = calibration_sizes(self.step.largest, self.step.sizes if self.step.compiled else None)
+        key = cache_key(self.model, sizes, self.step.compiled)
+        path = cache_file(key)
+        if self.step.compiled:
+            for size in sizes:
+                self._timed_forward(size)  # compile now, not inside the first timed decode
+        try:
+            return CostModel.load(path)
+        except (OSError, ValueError, KeyError):
+            pass
+        points, one = calibrate(self._timed_forward, sizes)
+        costs = CostModel(points, key, one)
+        try:
+            costs.save(path)
+        except OSError:
+            pass  # a read-only home: calibrate again next time
+        return costs
+
+    def _timed_forward(self, size: int) -> None:
+        """One step-shaped forward of ``size`` tokens (a chain) after a cached prefix of a typical
+        length (256, or half the model's positions)."""
+        prefix = min(256, (self.max_positions or 512) // 2)
+        vocab = self.model.get_input_embeddings().num_embeddings
+        tokens = torch.arange(1, prefix + size + 1) % vocab
+        self._cache_for(prefix + size)
+        if prefix:
+            self._prefill_tokens(tokens[:prefix])
+        layout = step_layout(0, 0, tuple(range(-1, size - 2)))  # the root and a chain of size - 1 nodes
+        stats = DecodeStats()
+        outputs = self._feed(tokens[prefix:], layout, prefix, self.split is not None, stats)
+        outputs.logits([0])
+        self.step.elapsed(time.perf_counter())  # wait for the device
 
     def _cache_for(self, positions: int) -> StepCache:
         """The engine's step cache, grown (rarely: a new shape) when a call needs more positions."""
@@ -382,6 +442,7 @@ class LookaheadEngine:
         if run.streamer is not None:
             run.streamer.end()
         run.stats.new_tokens = len(run.tokens) - run.prompt_length
+        run.stats.scheduler = self.scheduler.summary()
         run.stats.wall_seconds = time.perf_counter() - start
         sequences = torch.tensor(run.tokens, dtype=input_ids.dtype, device=input_ids.device)[None]
         return LookaheadOutput(sequences=sequences, stats=run.stats)

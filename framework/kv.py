@@ -59,7 +59,7 @@ class StepCache(DynamicCache):
         store = self.store.get(layer_idx)
         if store is None:
             batch, heads, _, dim = key_states.shape
-            store = torch.zeros(2, batch, heads, self.capacity, dim, dtype=key_states.dtype, device=key_states.device)
+            store = self._allocate(batch, heads, dim, key_states)
             self.store[layer_idx] = store
         store[0].index_copy_(2, self.slots, key_states)
         store[1].index_copy_(2, self.slots, value_states)
@@ -84,7 +84,7 @@ class StepCache(DynamicCache):
             store = self.store.get(index)
             if store is None or store.shape[1:3] != keys.shape[:2] or store.shape[-1] != keys.shape[-1]:
                 batch, heads, _, dim = keys.shape
-                store = torch.zeros(2, batch, heads, self.capacity, dim, dtype=keys.dtype, device=keys.device)
+                store = self._allocate(batch, heads, dim, keys)
                 self.store[index] = store
             store[0, :, :, : keys.shape[2]] = keys
             store[1, :, :, : values.shape[2]] = values
@@ -92,6 +92,12 @@ class StepCache(DynamicCache):
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.length
+
+    def _allocate(self, batch: int, heads: int, dim: int, like: torch.Tensor) -> torch.Tensor:
+        store = torch.zeros(2, batch, heads, self.capacity, dim, dtype=like.dtype, device=like.device)
+        if not torch.compiler.is_compiling():
+            torch._dynamo.mark_static_address(store)  # updated in place: no copies, CUDA graphs allowed
+        return store
 
     def crop(self, max_length: int) -> None:
         self.length = max_length if max_length >= 0 else self.length + max_length

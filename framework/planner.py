@@ -52,4 +52,5 @@ def plan_tree(candidates: Sequence[Candidate], budget: int | None, min_score: fl
     return tree_from_nodes(
         [tokens[n] for n in kept], [renumber[parents[n]] if parents[n] >= 0 else -1 for n in kept],
         sources=[tags[n][0] for n in kept], keys=[tags[n][1] for n in kept], origins=[tags[n][2] for n in kept],
+        values=[values[n] for n in kept],
     )

@@ -48,6 +48,11 @@ class StepShapes:
         else:
             self._body, self._full = self._run_body, self._run_model
 
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """The sizes a compiled step takes."""
+        return (1, self.largest)
+
     def size(self, fed: int) -> int:
         """Tokens the forward feeds for a step of ``fed`` tokens."""
         if not self.compiled:

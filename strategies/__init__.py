@@ -11,6 +11,7 @@ from strategies import (  # noqa: F401  (imported for registration)
     pool_lfu,
     pool_lru,
     pool_unbounded,
+    scheduler_adaptive,
     scheduler_static,
     source_ngram,
     source_recycling,

@@ -140,13 +140,17 @@ class StepRecord:
 
 
 class WindowScheduler(ABC):
-    """Decides the lookahead window width W for the next step.
+    """Decides the lookahead window width W for the next step (and, through ``plan``, how many
+    draft-tree nodes to feed).
 
     ``width`` may change from step to step; the engine grows the window with fresh columns or
     drops columns on the right to match, which never affects exactness (only the guesses).
+    ``needs_costs``: the engine hands ``plan`` the device's cost curve (``framework.costs``),
+    calibrated once per (model, device, dtype, threads) and cached on disk.
     """
 
     name: ClassVar[str]
+    needs_costs: ClassVar[bool] = False
 
     class Params(StrategyParams):
         name: str
@@ -161,6 +165,21 @@ class WindowScheduler(ABC):
     @abstractmethod
     def width(self, history: Sequence[StepRecord]) -> int:
         """Window width for the next step, given every earlier step of this generate()."""
+
+    def plan(
+        self,
+        history: Sequence[StepRecord],
+        values: Sequence[float],  # [n] the planned tree's node values, best first (reach probabilities)
+        cost: Callable[[int], float] | None,  # fed tokens -> cost in one-token forwards (needs_costs)
+        window_tokens: Callable[[int], int],  # window width -> tokens the window feeds
+    ) -> tuple[int, int | None]:
+        """Window width and draft budget (tree nodes kept, the best ``values`` first; None: all)
+        of the next step. Default: ``width(history)`` and every node."""
+        return self.width(history), None
+
+    def summary(self) -> dict[str, float]:
+        """What the scheduler chose and why over the last generate() (reported in the stats)."""
+        return {}
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Literal
 
 import torch
 
+from framework.argmax import argmax_rows
 from strategies.base import StrategyParams, Verdict, Verifier, register
 
 
@@ -50,11 +51,11 @@ class GreedyVerifier(Verifier):
     def verify_tree(self, root_scores, tree, node_scores, generator=None) -> Verdict:
         """Walk down the draft tree along the argmax: reads one node row per accepted token."""
         children = tree.children()
-        choice, node, path = int(root_scores.argmax()), -1, []
+        choice, node, path = int(argmax_rows(root_scores)), -1, []
         while (child := children.get(node, {}).get(choice)) is not None:
             path.append(child)
             node = child
-            choice = int(node_scores([node])[0].argmax())
+            choice = int(argmax_rows(node_scores([node])[0]))
         if not path:
             return Verdict(tokens=(choice,), row=None, accepted=0)
         accepted = len(path)

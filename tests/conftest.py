@@ -1,4 +1,5 @@
 import os
+import tempfile
 
 import pytest
 import torch
@@ -7,6 +8,8 @@ from hypothesis import HealthCheck, settings
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# cost curves calibrated by engines under test go to a throw-away folder, not the user's cache
+os.environ.setdefault("LOOKAHEAD_CACHE", tempfile.mkdtemp(prefix="lookahead-test-cache-"))
 
 settings.register_profile(
     "ci", max_examples=40, derandomize=True, deadline=None, print_blob=True,

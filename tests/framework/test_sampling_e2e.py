@@ -29,6 +29,8 @@ import torch
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, LogitsProcessor, LogitsProcessorList
 
 from framework import LookaheadConfig, LookaheadEngine, lookahead_generate
+from framework.costs import CostModel
+from strategies.base import parse_params
 from tests.tiny_models import greedy_reference, tiny_model, top2_gap
 
 scipy_stats = pytest.importorskip("scipy.stats")
@@ -41,7 +43,10 @@ CONFIG = LookaheadConfig(window=4, ngram=3, guess_set=4)
 # every source at once: a ragged tree (drafts of 1..2 tokens, several branches per node)
 TREE_CONFIG = LookaheadConfig(window=4, ngram=3, guess_set=4, sources=[
     "ngram", {"name": "suffix", "max_len": 2, "branches": 3}, {"name": "recycling", "branches": [3, 2]}])
-CONFIGS = {"ngram": CONFIG, "tree": TREE_CONFIG}
+# the adaptive scheduler choosing per step between the root alone and the tree, on a CPU-like curve
+ADAPTIVE_CONFIG = TREE_CONFIG.model_copy(update={"scheduler": parse_params("scheduler", "adaptive")})
+CONFIGS = {"ngram": CONFIG, "tree": TREE_CONFIG, "adaptive": ADAPTIVE_CONFIG}
+CPU_COSTS = CostModel({1: 1.0, 2: 1.3, 8: 1.4, 16: 1.6})
 
 CASES = {  # name -> sampling kwargs, passed alike to the engine and to generate()
     "t1": {},  # temperature 1.0 and HF's default top_k=50 (a no-op on 12 tokens)
@@ -76,7 +81,7 @@ def looping_prompt() -> torch.Tensor:  # [1, 12]
 def engine_draws(case: str, config: str = "ngram") -> tuple[Counter, int, int, Counter]:
     """(joint counts of the NEW tokens, new tokens, steps, tokens emitted per step) over DRAWS calls."""
     model, prompt = sharp_model(), looping_prompt()
-    engine = LookaheadEngine(model, CONFIGS[config])
+    engine = LookaheadEngine(model, CONFIGS[config], cost_model=CPU_COSTS)
     counts, emitted = Counter(), Counter()
     tokens = steps = 0
     for seed in range(DRAWS):
@@ -151,7 +156,7 @@ def test_merged_table_keeps_expected_counts_at_least_five():
     assert merged_table(Counter({"x": 10, "r": 1}), Counter({"x": 10})) == [[11], [10]]  # merged into x
 
 
-@pytest.mark.parametrize("case, config", [(case, "ngram") for case in CASES] + [("t1", "tree"), ("top_p", "tree")])
+@pytest.mark.parametrize("case, config", [(case, "ngram") for case in CASES] + [("t1", "tree"), ("top_p", "tree"), ("t1", "adaptive"), ("t0.7", "adaptive")])
 def test_joint_law_of_three_tokens_matches_plain_generate(case, config):
     counts, tokens, steps, emitted = engine_draws(case, config)
     reference = hf_draws(case)

@@ -1,0 +1,86 @@
+"""Host overhead of the engine per decoding step, measured from outside with module hooks.
+
+    python -m experiments.host_overhead --window 15 --ngram 5 --guess-set 15 --limit 3 --threads 2
+
+For each prompt: the decode's wall time less the time spent inside the model's body and its
+vocabulary head (timed by forward pre/post hooks), per step. It reads nothing the engine records
+itself, so the same command measures any version of the engine (run it with an older checkout
+first on ``PYTHONPATH`` to get the "before"); eager engines only (a compiled step skips hooks: its
+``DecodeStats.host_ms_per_step`` is the engine's own figure, also in bench tables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+from experiments import datasets
+from experiments.cli import add_config_arguments, add_model_arguments, int_at_least, load_model_from_args, \
+    run_command, set_threads, single_config
+from framework import LookaheadEngine
+
+
+class ModelTimer:
+    """Seconds spent inside ``modules`` (pre-hook to post-hook), summed over calls."""
+
+    def __init__(self, *modules) -> None:
+        self.seconds, self._start = 0.0, None
+        self._handles = [h for m in modules for h in (m.register_forward_pre_hook(self._enter),
+                                                       m.register_forward_hook(self._exit))]
+
+    def _enter(self, *_) -> None:
+        self._start = time.perf_counter()
+
+    def _exit(self, *_) -> None:
+        self.seconds += time.perf_counter() - self._start
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m experiments.host_overhead", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="spec_bench", choices=datasets.DATASET_NAMES)
+    parser.add_argument("--limit", type=int_at_least(1), default=3, help="seeded prompts per category")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-new-tokens", type=int_at_least(1), default=128)
+    add_model_arguments(parser)
+    add_config_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), argv, run)
+
+
+@torch.inference_mode()
+def run(args: argparse.Namespace) -> int:
+    config = single_config(args)
+    threads = set_threads(args.threads)
+    model, tokenizer = load_model_from_args(args)
+    engine = LookaheadEngine(model, config)
+    prompts = datasets.load_dataset(args.dataset, limit_per_category=args.limit, seed=args.seed)
+    inputs = [datasets.encode(tokenizer, p).to(model.device) for p in prompts]
+    engine.generate(inputs[0], max_new_tokens=8)  # warm-up
+    per_step, steps_all = [], 0
+    for ids in inputs:
+        timer = ModelTimer(model.base_model, model.get_output_embeddings())
+        start = time.perf_counter()
+        out = engine.generate(ids, max_new_tokens=args.max_new_tokens)
+        wall = time.perf_counter() - start
+        timer.remove()
+        steps = out.stats.steps
+        per_step.append(1000 * (wall - timer.seconds) / max(steps, 1))  # prefill and its setup included
+        steps_all += steps
+    print(f"{config.summary()} | {model.device}, {threads}, {len(inputs)} prompts, {steps_all} steps: host ms/step "
+          f"median {statistics.median(per_step):.2f}, mean {statistics.mean(per_step):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
