@@ -311,11 +311,13 @@ def scheduler_table(records: Sequence[Record]) -> list[str]:
              "| Method | " + " | ".join(keys + [f"{s} acceptance" for s in sources]) + " |",
              "| --- |" + " ---: |" * (len(keys) + len(sources))]
     for method, runs in chosen.items():
-        steps = sum(n for _, n in runs) or 1
-        means = [sum(summary.get(key, 0.0) * n for summary, n in runs) / steps for key in keys]
+        means = []
+        for key in keys:
+            having = [(summary[key], n) for summary, n in runs if key in summary]
+            steps = sum(n for _, n in having)
+            means.append(sum(v * n for v, n in having) / steps if steps else None)
         rates = [accepted[method][s] / fed[method][s] if fed[method][s] else None for s in sources]
-        lines.append(f"| {method} | " + " | ".join([f"{m:.2f}" for m in means] + [_fmt(r, "{:.2f}") for r in rates])
-                     + " |")
+        lines.append(f"| {method} | " + " | ".join(_fmt(v, "{:.2f}") for v in means + rates) + " |")
     return lines + [""]
 
 

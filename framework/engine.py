@@ -30,7 +30,7 @@ from framework.argmax import argmax_rows
 from framework.attention import MaskBuilder
 from framework.config import LookaheadConfig
 from framework.costs import CostModel, cache_file, cache_key, calibrate, calibration_sizes
-from framework.head import StepOutputs, split_head
+from framework.head import RowHead, StepOutputs, split_head
 from framework.kv import StepCache, accepts_logits_to_keep, cache_argument, new_cache
 from framework.layout import DraftTree, StepLayout, step_layout
 from framework.output import DecodeStats, LookaheadOutput
@@ -111,7 +111,8 @@ class LookaheadEngine:
         self.masks = MaskBuilder(model)
         self.cache_arg = cache_argument(model)
         self.keeps_logits = accepts_logits_to_keep(model)
-        self.split = split_head(model)  # (body, head) when logits can be projected on demand
+        split = split_head(model)  # (body, head) when logits can be projected on demand
+        self.split = None if split is None else (split[0], RowHead(split[1]))
         self.max_positions = position_limit(model.config)
         self.scheduler = lookup("scheduler", config.scheduler.name)(config.scheduler, window=config.window)
         self.sources = [lookup("source", block.name)(block, config=config) for block in config.sources]

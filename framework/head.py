@@ -35,6 +35,28 @@ def split_head(model):
     return body, head
 
 
+class RowHead:
+    """The LM head as the engine applies it to a few rows. On a CPU, a linear head goes through a
+    ``[H, V]`` copy of its weight: on this project's 2-core machine (MKL, 2 threads, SmolLM2's
+    49k x 576 head) one row took 6.4 ms so against 12.6 ms through the module's ``[V, H]`` weight,
+    two rows 12 ms against 27.5 ms (``docs/results.md``). The copy costs the head's size in memory
+    once; elsewhere (CUDA) the module runs as it is. Built per engine: retrain the weights, rebuild it.
+    """
+
+    def __init__(self, head) -> None:
+        self.head = head
+        weight = getattr(head, "weight", None)
+        plain = isinstance(head, torch.nn.Linear) and weight is not None and weight.device.type == "cpu"
+        self.weight_t = weight.detach().t().contiguous() if plain else None  # [H, V]
+        self.bias = head.bias.detach() if plain and head.bias is not None else None
+
+    def __call__(self, rows: torch.Tensor) -> torch.Tensor:  # [k, H] -> [k, V]
+        if self.weight_t is None:
+            return self.head(rows)
+        logits = rows @ self.weight_t
+        return logits if self.bias is None else logits + self.bias
+
+
 class StepOutputs:
     """Per-slot logits of one step, from kept logits rows or from hidden states on demand.
     Time spent projecting rows counts as model time (``stats.model_seconds``) when stats are given."""
