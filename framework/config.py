@@ -34,7 +34,8 @@ def integral(value: Any) -> int | None:
     return None
 
 
-# the strategy a block names when it names none: {"capacity": 8} tunes the default pool
+# the strategy a block names when it names none: {"capacity": 8} tunes the default pool (the
+# config's own default scheduler is adaptive; a scheduler block without a name is static)
 DEFAULT_STRATEGIES = {"scheduler": "static", "pool": "lru", "verifier": "greedy", "source": "ngram"}
 
 
@@ -59,23 +60,30 @@ class LookaheadConfig(BaseModel):
 
     Defaults were chosen from measurements of the default model (SmolLM2-135M-Instruct,
     float32) on a 2-core CPU (docs/results.md): there every token fed costs real time and the
-    lookahead window costs more than it saves, so the fastest exact setting verifies 2 drafts of
-    3 tokens from the prompt's and the output's own n-grams (W=0, N=4, G=2: 1.15x plain greedy,
-    1.64 tokens per step; W=4 N=4 G=4 gives 1.90 tokens per step at 0.81x). On a large GPU extra
-    tokens are nearly free and the window pays: start from W=15, N=5, G=15 (2.19 tokens per step
-    on the same prompts) or run ``python -m experiments.sweep --space sweeps/gpu.yaml``.
+    lookahead window costs more than it saves, so the defaults verify the pool's 2 drafts of 3
+    tokens from the prompt's and the output's own n-grams and the best 8-token copy of the
+    context's suffix, and the ``adaptive`` scheduler feeds each step the root alone or the best
+    nodes of that tree, whichever the device's calibrated cost curve says pays (1.33x plain greedy,
+    1.84 tokens per step, every Spec-Bench category above 1.0x; the static scheduler on the same
+    tree 1.24x). On a large GPU extra tokens are nearly free and the window pays: start from W=15,
+    N=5, G=15 (sweeps/presets/compression.yaml) or run ``python -m experiments.sweep --space sweeps/gpu.yaml``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     window: int = Field(0, ge=0, description="[W] lookahead window width; 0 disables the lookahead branch")
     ngram: int = Field(4, ge=2, description="[N] n-gram size: drafts are N-1 tokens, window has N-1 levels")
-    guess_set: int = Field(2, ge=0, description="[G] most drafts verified per step; 0 disables verification")
-    scheduler: SchedulerBlock = Field(default_factory=lambda: parse_params("scheduler", DEFAULT_STRATEGIES["scheduler"]))
+    guess_set: int = Field(2, ge=0, description="[G] most n-gram drafts verified per step (the ngram source); 0 turns them off (other sources still draft)")
+    scheduler: SchedulerBlock = Field(
+        default_factory=lambda: parse_params("scheduler", "adaptive"),
+        description="window width and draft budget per step: adaptive (by the device's calibrated cost "
+        "curve: the root alone or the tree, whichever pays) or static (the paper's: always W and every node)",
+    )
     pool: PoolBlock = Field(default_factory=lambda: parse_params("pool", DEFAULT_STRATEGIES["pool"]))
     verifier: VerifierBlock = Field(default_factory=lambda: parse_params("verifier", DEFAULT_STRATEGIES["verifier"]))
     sources: list[SourceBlock] = Field(
-        default_factory=lambda: [parse_params("source", DEFAULT_STRATEGIES["source"])],
+        default_factory=lambda: [parse_params("source", DEFAULT_STRATEGIES["source"]),
+                                 parse_params("source", {"name": "suffix", "max_len": 8, "branches": 1})],
         description="draft sources whose candidates the planner merges into one token tree: ngram (the "
         "paper's pool: window, prompt and output n-grams), suffix (copied text), recycling (Token Recycling)",
     )
@@ -120,7 +128,7 @@ class LookaheadConfig(BaseModel):
         low, meaning = {
             "window": (0, "window=0 disables the lookahead branch"),
             "ngram": (2, "ngram=2 verifies one-token drafts"),
-            "guess_set": (0, "guess_set=0 disables verification"),
+            "guess_set": (0, "guess_set=0 turns the n-gram drafts off"),
         }[info.field_name]
         number = integral(value)
         if number is None:

@@ -18,6 +18,7 @@ its columns gave new n-grams for the pool.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -396,8 +397,12 @@ class LookaheadEngine:
         assert self.cache.length == tokens.numel()
 
     def _calibrated_costs(self) -> CostModel:
-        """The device's cost curve for this engine's steps: from the disk cache, else timed now
-        (a few forwards; compiled, this is also the warm-up of every step size)."""
+        """The device's cost curve for this engine's steps: ``$LOOKAHEAD_COST_MODEL`` when set (a
+        JSON file, or ``flat``: every size costs one forward), else from the disk cache, else timed
+        now (a few forwards; compiled, this is also the warm-up of every step size)."""
+        given = os.environ.get("LOOKAHEAD_COST_MODEL")
+        if given:
+            return CostModel.flat() if given == "flat" else CostModel.load(given)
         sizes = calibration_sizes(self.step.largest, self.step.sizes if self.step.compiled else None)
         key = cache_key(self.model, sizes, self.step.compiled)
         path = cache_file(key)

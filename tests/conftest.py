@@ -10,6 +10,10 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # cost curves calibrated by engines under test go to a throw-away folder, not the user's cache
 os.environ.setdefault("LOOKAHEAD_CACHE", tempfile.mkdtemp(prefix="lookahead-test-cache-"))
+# the default (adaptive) scheduler prices steps by a timed cost curve; a flat one (every node fed,
+# as the static scheduler does) keeps tests independent of the machine's speed. tests/framework/
+# test_costs.py exercises calibration itself.
+os.environ.setdefault("LOOKAHEAD_COST_MODEL", "flat")
 
 settings.register_profile(
     "ci", max_examples=40, derandomize=True, deadline=None, print_blob=True,

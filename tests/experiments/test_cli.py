@@ -38,7 +38,7 @@ def test_a_set_without_a_key_is_refused(item):
 
 
 def test_a_model_level_error_names_the_size_flag_that_caused_it():
-    with pytest.raises(CliError, match=r"^--set window=10000: .* would feed up to 30007 tokens per step"):
+    with pytest.raises(CliError, match=r"^--set window=10000: .* would feed up to 30015 tokens per step"):
         config_of("--set", "window=10000")
     with pytest.raises(CliError, match=r"^--guess-set 2000: .* would feed up to"):
         config_of("--guess-set", "2000")

@@ -55,7 +55,7 @@ BAD = [
     (sweep_of({"window": []}), "space.window: give at least one choice"),
     (sweep_of({"window": {"low": 0.0, "high": 8.0}}), "space.window: window must be an integer"),
     (sweep_of({"window": {"low": 0, "high": 100000000}}), "space.window.high: window=100000000, ngram=4, guess_set=2 "
-                                                          "would feed up to 300000007 tokens per step"),
+                                                          "would feed up to 300000015 tokens per step"),
     (sweep_of({"window": {"low": 0, "high": 300}, "ngram": [3, 8], "guess_set": 300}),
      "space (its largest W, N, G): window=300, ngram=8, guess_set=300 would feed up to"),
     (sweep_of({"pool": ["lru", "nope"]}), "space.pool: unknown pool 'nope'; registered pools:"),

@@ -8,7 +8,7 @@ from framework import LookaheadConfig
 
 def test_defaults_construct():
     config = LookaheadConfig()
-    assert config.scheduler.name == "static" and config.pool.name == "lru" and config.verifier.name == "greedy"
+    assert config.scheduler.name == "adaptive" and config.pool.name == "lru" and config.verifier.name == "greedy"
 
 
 def test_dump_keeps_each_strategy_params_and_round_trips():
@@ -51,10 +51,12 @@ def test_a_non_integral_size_names_the_field(value):
 
 
 def test_a_step_too_large_is_refused_with_the_number_it_would_feed():
-    with pytest.raises(ValueError, match=r"window=10000, ngram=4, guess_set=2 would feed up to 30007 tokens per step"):
+    with pytest.raises(ValueError, match=r"window=10000, ngram=4, guess_set=2 would feed up to 30015 tokens per step"):
         LookaheadConfig(window=10000)
-    assert LookaheadConfig(window=15, ngram=5, guess_set=15).step_tokens() == 121  # the paper's setting fits
-    assert LookaheadConfig(window=64, ngram=11, guess_set=64).step_tokens() == 1281
+    paper = {"sources": ["ngram"]}  # the pool alone, as the paper (the defaults add an 8-token suffix copy)
+    assert LookaheadConfig(window=15, ngram=5, guess_set=15, **paper).step_tokens() == 121  # the paper's setting fits
+    assert LookaheadConfig(window=15, ngram=5, guess_set=15).step_tokens() == 129
+    assert LookaheadConfig(window=64, ngram=11, guess_set=64, **paper).step_tokens() == 1281
     assert LookaheadConfig(window=1000, guess_set=0, ngram=3, max_step_tokens=5000).window == 1000  # raised knowingly
 
 

@@ -19,7 +19,8 @@ def test_cost_is_the_next_measured_size_up_and_linear_past_the_largest():
     assert costs(2) == costs(8) == 1.5  # padding never makes a step cheaper
     assert costs(32) == 2.3
     assert costs(64) == pytest.approx(4.6)
-    assert CostModel.flat()(500) == 500  # one point: linear from it
+    assert CostModel({1: 1.0})(500) == 500  # one point: linear from it
+    assert CostModel.flat()(500) == 1.0
 
 
 def test_a_cost_model_needs_the_one_token_cost():
@@ -66,6 +67,7 @@ def test_calibrate_is_relative_to_one_token_and_monotone():
 
 def test_the_engine_calibrates_once_and_reuses_the_cached_curve(tmp_path, monkeypatch):
     monkeypatch.setenv("LOOKAHEAD_CACHE", str(tmp_path))
+    monkeypatch.delenv("LOOKAHEAD_COST_MODEL")
     model = tiny_model("llama")
     config = LookaheadConfig(scheduler="adaptive")
     first = LookaheadEngine(model, config)
@@ -79,8 +81,18 @@ def test_the_engine_calibrates_once_and_reuses_the_cached_curve(tmp_path, monkey
     assert second.costs.points == {1: 1.0, 2: 9.0}
 
 
+def test_the_environment_names_a_cost_model(tmp_path, monkeypatch):
+    CostModel({1: 1.0, 2: 3.0}).save(tmp_path / "mine.json")
+    monkeypatch.setenv("LOOKAHEAD_COST_MODEL", str(tmp_path / "mine.json"))
+    engine = LookaheadEngine(tiny_model("llama"), LookaheadConfig())
+    engine.generate(torch.tensor([[3, 4, 5]]), max_new_tokens=2)
+    assert engine.costs.points == {1: 1.0, 2: 3.0}
+    monkeypatch.setenv("LOOKAHEAD_COST_MODEL", "flat")
+    assert LookaheadEngine(tiny_model("llama")).generate(torch.tensor([[3, 4]]), max_new_tokens=1).stats.steps == 1
+
+
 def test_a_given_cost_model_is_used_as_is(tmp_path, monkeypatch):
     monkeypatch.setenv("LOOKAHEAD_CACHE", str(tmp_path))
     engine = LookaheadEngine(tiny_model("llama"), LookaheadConfig(scheduler="adaptive"), cost_model=CostModel.flat())
     engine.generate(torch.tensor([[3, 4, 5]]), max_new_tokens=3)
-    assert engine.costs.points == {1: 1.0} and not (tmp_path / "costs").exists()
+    assert engine.costs.points == CostModel.flat().points and not (tmp_path / "costs").exists()

@@ -174,7 +174,8 @@ def test_custom_generate_refuses_a_processor_it_cannot_honour():
 @pytest.mark.parametrize("window, guess_set", [(0, 0), (0, 4), (4, 0)])
 def test_ablations_are_legitimate(window, guess_set):
     model = llama()
-    out = run(LookaheadConfig(window=window, ngram=4, guess_set=guess_set, harvest_output=False), model=model)
+    out = run(LookaheadConfig(window=window, ngram=4, guess_set=guess_set, harvest_output=False, sources=["ngram"]),
+              model=model)  # the paper's branches alone: G=0 leaves no draft source
     assert torch.equal(out.sequences, greedy_reference(model, LOOPING, 40))
     if guess_set == 0:
         assert out.stats.steps == out.stats.new_tokens

@@ -105,11 +105,11 @@ def test_prompt_seeding_offers_prompt_ngrams_on_the_first_step(name):
 
     model = tiny_model("llama")
     prompt = torch.tensor([[3, 4, 5, 6, 3]])  # key 3 -> draft (4, 5, 6) from the prompt
-    engine = LookaheadEngine(model, LookaheadConfig(window=0, ngram=4, guess_set=2, pool={"name": name}))
+    engine = LookaheadEngine(model, LookaheadConfig(window=0, ngram=4, guess_set=2, pool={"name": name}, sources=["ngram"]))
     out = engine.generate(prompt, max_new_tokens=4)
     assert out.stats.drafts[0] == 1
     assert ((4, 5, 6), "prompt") in engine.pool.offer(3, 8)
     unseeded = LookaheadEngine(
-        model, LookaheadConfig(window=0, ngram=4, guess_set=2, harvest_output=False,
+        model, LookaheadConfig(window=0, ngram=4, guess_set=2, harvest_output=False, sources=["ngram"],
                                pool={"name": name, "seed_from_prompt": False}))
     assert unseeded.generate(prompt, max_new_tokens=4).stats.drafts[0] == 0
