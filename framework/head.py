@@ -36,12 +36,16 @@ def split_head(model):
 
 
 class RowHead:
-    """The LM head as the engine applies it to a few rows. On a CPU, a linear head goes through a
-    ``[H, V]`` copy of its weight: on this project's 2-core machine (MKL, 2 threads, SmolLM2's
-    49k x 576 head) one row took 6.4 ms so against 12.6 ms through the module's ``[V, H]`` weight,
-    two rows 12 ms against 27.5 ms (``docs/results.md``). The copy costs the head's size in memory
-    once; elsewhere (CUDA) the module runs as it is. Built per engine: retrain the weights, rebuild it.
+    """The LM head as the engine applies it to a few rows. On a CPU, one or two rows of a linear
+    head go through a ``[H, V]`` copy of its weight: on this project's 2-core machine (MKL, 2
+    threads, SmolLM2's 49k x 576 head; ``python -m experiments.head_layout --threads 2``) one row
+    took 6.5 ms against 11.7 ms through the module's ``[V, H]`` weight, two rows 14.2 against 26.6;
+    from 4 rows on the module was as fast or faster (18.2 against 20.1 ms), so it keeps them. The
+    copy costs the head's size in memory once; elsewhere (CUDA) the module runs as it is. Built per
+    engine: retrain the weights, rebuild it.
     """
+
+    MAX_ROWS = 2  # rows projected through the copy; more go through the module
 
     def __init__(self, head) -> None:
         self.head = head
@@ -51,7 +55,7 @@ class RowHead:
         self.bias = head.bias.detach() if plain and head.bias is not None else None
 
     def __call__(self, rows: torch.Tensor) -> torch.Tensor:  # [k, H] -> [k, V]
-        if self.weight_t is None:
+        if self.weight_t is None or rows.shape[0] > self.MAX_ROWS:
             return self.head(rows)
         logits = rows @ self.weight_t
         return logits if self.bias is None else logits + self.bias

@@ -1,0 +1,53 @@
+"""Time the LM head's projection of k rows through the module's [V, H] weight and through a
+[H, V] copy (framework.head.RowHead), on this machine:
+
+    python -m experiments.head_layout --threads 2
+
+Prints the median milliseconds per projection for k = 1, 2, 4, 8, 16 (20 runs each, interleaved).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+from experiments.cli import add_model_arguments, load_model_from_args, run_command, set_threads
+from framework.head import RowHead
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m experiments.head_layout", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=20)
+    add_model_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), argv, run)
+
+
+@torch.inference_mode()
+def run(args: argparse.Namespace) -> int:
+    threads = set_threads(args.threads)
+    model, _ = load_model_from_args(args)
+    module = model.get_output_embeddings()
+    row_head = RowHead(module)
+    print(f"head {tuple(module.weight.shape)} {module.weight.dtype} | {model.device}, {threads}")
+    for rows in (1, 2, 4, 8, 16):
+        hidden = torch.randn(rows, module.weight.shape[1], dtype=module.weight.dtype, device=model.device)
+        times = {"[V, H] module": [], "[H, V] copy": []}
+        for _ in range(args.runs):
+            for name, head in (("[V, H] module", module), ("[H, V] copy", lambda h: h @ row_head.weight_t)):
+                start = time.perf_counter()
+                head(hidden)
+                times[name].append(time.perf_counter() - start)
+        print(f"rows {rows:2d}: " + ", ".join(f"{name} {1000 * statistics.median(t):.2f} ms" for name, t in times.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
