@@ -3,7 +3,9 @@
 
     python -m experiments.head_layout --threads 2
 
-Prints the median milliseconds per projection for k = 1, 2, 4, 8, 16 (20 runs each, interleaved).
+Prints the median milliseconds per projection for k = 1, 2, 4, 8, 16 (20 runs each, interleaved),
+then the argmax over 15 freshly projected rows (a W=15 window's top level): ``torch.argmax``
+against ``framework.argmax.argmax_rows``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 import torch
 
 from experiments.cli import add_model_arguments, load_model_from_args, run_command, set_threads
+from framework.argmax import argmax_rows
 from framework.head import RowHead
 
 
@@ -46,6 +49,15 @@ def run(args: argparse.Namespace) -> int:
                 head(hidden)
                 times[name].append(time.perf_counter() - start)
         print(f"rows {rows:2d}: " + ", ".join(f"{name} {1000 * statistics.median(t):.2f} ms" for name, t in times.items()))
+    hidden = torch.randn(15, module.weight.shape[1], dtype=module.weight.dtype, device=model.device)
+    times = {"torch.argmax": [], "argmax_rows": []}
+    for _ in range(args.runs):
+        for name, argmax in (("torch.argmax", lambda s: s.argmax(dim=-1)), ("argmax_rows", argmax_rows)):
+            scores = module(hidden)  # [15, V], just written, as in a step
+            start = time.perf_counter()
+            argmax(scores)
+            times[name].append(time.perf_counter() - start)
+    print("argmax of 15 rows: " + ", ".join(f"{name} {1000 * statistics.median(t):.2f} ms" for name, t in times.items()))
     return 0
 
 

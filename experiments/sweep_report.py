@@ -29,6 +29,7 @@ def use_commands(best: Path, imports: Sequence[str], model: str | None, spec) ->
     common = [arg for item in imports for arg in ("--import", item)] + ["--config", str(best)]
     common += (["--model", model] if model else []) + (["--dtype", spec.dtype] if spec.dtype != "float32" else [])
     common += ["--threads", str(spec.threads)] if spec.threads else []
+    common += ["--compile"] if spec.compile else []
     bench = ["--dataset", spec.dataset, "--limit", str(spec.heldout.limit), "--seed", str(spec.heldout.seed),
              "--max-new-tokens", str(spec.max_new_tokens), "--methods", "greedy,lookahead"]
     generate = ["--prompt", "Write a haiku about the sea.", "--max-new-tokens", str(spec.max_new_tokens), "--compare"]

@@ -60,7 +60,6 @@ class Run:
     prompt_length: int
     max_new_tokens: int
     eos: frozenset[int]
-    cache: StepCache
     window: Window
     processors: LogitsProcessorList  # generation-config processors: row by row, in each row's context
     warpers: LogitsProcessorList  # sampling warpers: context-free, applied to all rows at once
@@ -119,7 +118,7 @@ class LookaheadEngine:
         self.sources = [lookup("source", block.name)(block, config=config) for block in config.sources]
         self.verifier = lookup("verifier", config.verifier.name)(config.verifier)
         self.top_k = max((getattr(source, "top_k", 0) for source in self.sources), default=0)
-        self.step = StepShapes(model, config, compile, self.split, self.keeps_logits)
+        self.step = StepShapes(model, config, compile, self.split)
         self.cache: StepCache | None = None  # kept across calls: fixed addresses for a compiled step
         self.costs: CostModel | None = cost_model  # calibrated at the first call if the scheduler asks
 
@@ -359,12 +358,12 @@ class LookaheadEngine:
             source.begin(prompt.tolist())
         eos = eos_token_ids(self.model.generation_config, eos_token_id)
         window_generator = torch.Generator().manual_seed(config.window_seed)
+        self._cache_for(prompt.numel() + max_new_tokens)
         run = Run(
             tokens=prompt.tolist(),
             prompt_length=prompt.numel(),
             max_new_tokens=max_new_tokens,
             eos=frozenset(eos),
-            cache=self._cache_for(prompt.numel() + max_new_tokens),
             window=Window(config.ngram, window_generator),
             processors=build_processors(self.model.generation_config, prompt.numel(), eos),
             warpers=sampling.warpers(),

@@ -11,9 +11,6 @@ repeat the root, attend like it and are never read. Attention spans the whole pr
 (``StepCache``), the step's mask hiding what is not the prefix or an ancestor. So a config
 compiles twice, once per size, whatever its prompts and drafts (the KV cache grows, a rare third
 shape, only when a call needs more positions than any before).
-
-Measured on the default model, 2 CPU threads (docs/results.md): a compiled 8-token forward costs
-about 1.15 one-token forwards, an eager one about 1.5.
 """
 
 from __future__ import annotations
@@ -33,14 +30,13 @@ def round_up(value: int, multiple: int) -> int:
 class StepShapes:
     """The sizes a config's steps take and the callables that run them."""
 
-    def __init__(self, model, config, compile: bool, split, keeps_logits: bool) -> None:
+    def __init__(self, model, config, compile: bool, split) -> None:
         self.compiled = bool(compile)
         self.cuda = model.device.type == "cuda"
         largest = config.step_tokens()
         self.largest = round_up(largest, CUDA_MULTIPLE) if self.compiled and self.cuda else largest
         self._split = split
         self._model = model
-        self._keeps_logits = keeps_logits
         if self.compiled:
             mode = "reduce-overhead" if self.cuda else None
             self._body = torch.compile(self._run_body, dynamic=False, mode=mode)

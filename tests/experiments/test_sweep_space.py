@@ -140,3 +140,15 @@ def test_yaml_file_errors_name_the_file(tmp_path):
         load_sweep(path)
     with pytest.raises(SpaceError, match="No such file"):
         load_sweep(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_the_printed_use_it_commands_carry_the_compiled_step_the_sweep_measured(compile):
+    import shlex
+
+    from experiments.sweep_report import use_commands
+
+    spec = parse_sweep({"name": "s", "compile": compile, "space": {"window": [0, 2]}}, source="s.yaml")
+    commands = use_commands(Path("best.yaml"), [], None, spec.spec)
+    assert len(commands) == 2
+    assert all(("--compile" in shlex.split(c)) == compile for c in commands)

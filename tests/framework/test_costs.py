@@ -82,13 +82,16 @@ def test_the_engine_calibrates_once_and_reuses_the_cached_curve(tmp_path, monkey
 
 
 def test_the_environment_names_a_cost_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOOKAHEAD_CACHE", str(tmp_path))
     CostModel({1: 1.0, 2: 3.0}).save(tmp_path / "mine.json")
     monkeypatch.setenv("LOOKAHEAD_COST_MODEL", str(tmp_path / "mine.json"))
     engine = LookaheadEngine(tiny_model("llama"), LookaheadConfig())
     engine.generate(torch.tensor([[3, 4, 5]]), max_new_tokens=2)
     assert engine.costs.points == {1: 1.0, 2: 3.0}
     monkeypatch.setenv("LOOKAHEAD_COST_MODEL", "flat")
-    assert LookaheadEngine(tiny_model("llama")).generate(torch.tensor([[3, 4]]), max_new_tokens=1).stats.steps == 1
+    flat = LookaheadEngine(tiny_model("llama"))
+    flat.generate(torch.tensor([[3, 4]]), max_new_tokens=1)
+    assert flat.costs.points == CostModel.flat().points and not (tmp_path / "costs").exists()
 
 
 def test_a_given_cost_model_is_used_as_is(tmp_path, monkeypatch):
