@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     module = model.get_output_embeddings()
     row_head = RowHead(module)
     print(f"head {tuple(module.weight.shape)} {module.weight.dtype} | {model.device}, {threads}")
-    for rows in (1, 2, 4, 8, 16):
+    for rows in (1, 2, 4, 8, 15, 16, 20, 24):
         hidden = torch.randn(rows, module.weight.shape[1], dtype=module.weight.dtype, device=model.device)
         times = {"[V, H] module": [], "[H, V] copy": []}
         for _ in range(args.runs):

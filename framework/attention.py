@@ -9,6 +9,7 @@ would turn their sliding layers into full attention.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from framework.cascade import CASCADE
@@ -31,11 +32,11 @@ def tree_attention_mask(layout: StepLayout, past_length: int, size: int | None =
     """
     size = layout.size if size is None else size
     columns = past_length + size if columns is None else columns
-    allowed = torch.zeros(size, columns, dtype=torch.bool)
+    allowed = np.zeros((size, columns), dtype=bool)  # built on the host in NumPy: a few cheap writes
     allowed[:, :past_length] = True
-    allowed[: layout.size, past_length : past_length + layout.size] = layout.tree_mask
+    allowed[: layout.size, past_length : past_length + layout.size] = layout.tree_mask.numpy()
     allowed[layout.size :, past_length] = True
-    return allowed
+    return torch.from_numpy(allowed)
 
 
 def key_positions(layout: StepLayout, past_length: int, columns: int) -> torch.Tensor:  # [columns]

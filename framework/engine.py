@@ -27,7 +27,6 @@ from typing import Any
 import torch
 from transformers import LogitsProcessorList
 
-from framework.argmax import argmax_rows
 from framework.attention import MaskBuilder
 from framework.config import LookaheadConfig
 from framework.costs import CostModel, cache_file, cache_key, calibrate, calibration_sizes
@@ -107,6 +106,7 @@ class LookaheadEngine:
             raise TypeError(f"config must be a LookaheadConfig or a dict of its fields, got {type(config).__name__} "
                             f"{config!r}; e.g. LookaheadConfig(window=4, ngram=4, guess_set=4)")
         self.model = model
+        self.device = model.device  # read once: the property walks the parameters
         self.config = config
         self.masks = MaskBuilder(model)
         self.cache_arg = cache_argument(model)
@@ -162,7 +162,7 @@ class LookaheadEngine:
     def _step(self, run: Run) -> None:
         layout, tree, offered = self._plan(run)
         outputs = self._forward(run, layout, tree)
-        verdict, seen = self._verify(run, tree, outputs)
+        verdict, seen = self._verify(run, layout, tree, outputs)
         harvest = self._update_window(run, layout, outputs, seen)
         self._commit(run, layout, verdict, tree, offered, harvest, seen)
 
@@ -192,7 +192,7 @@ class LookaheadEngine:
         positions (padded to the step's fixed shape when compiled). Rows are projected to the
         vocabulary only where read: on demand when the head splits off (``lazy``), else the kept
         rows (``logits_to_keep``)."""
-        device = self.model.device
+        device = self.device
         size = self.step.size(layout.size)
         padding = size - layout.size
         ids = torch.cat([tokens, tokens[:1].expand(padding)])  # [size]
@@ -223,11 +223,17 @@ class LookaheadEngine:
     def _lazy(self, run: Run) -> bool:
         return self.split is not None and self.config.lazy_logits and run.verifier.walks_tree
 
-    def _verify(self, run: Run, tree: DraftTree, outputs: StepOutputs) -> tuple[Verdict, dict[int, torch.Tensor]]:
+    def _verify(self, run: Run, layout: StepLayout, tree: DraftTree,
+                outputs: StepOutputs) -> tuple[Verdict, dict[int, torch.Tensor]]:
         """Scores after the generation config's processors (each row in its context), then the
         verifier walks the tree. Returns the verdict and the raw logits of the rows it read
         (fed token -> [V]): sources that learn from the model's top tokens use them."""
         paths = self._node_paths(tree) if len(run.processors) else None
+        if layout.width:  # the window's top level is read after: project it with the root, one head call
+            outputs.project([0, *layout.last_level_slots()])
+        raw = paths is None and not len(run.warpers)  # scores are the logits: argmaxes can be shared
+        hint = {"choices": lambda nodes: outputs.choices([1 + n for n in nodes])} \
+            if raw and run.verifier.takes_choices else {}
         seen: dict[int, torch.Tensor] = {}  # the token a row was fed -> its raw logits
 
         def scores(nodes: list[int]) -> torch.Tensor:  # [k, V] for tree nodes (-1: the root)
@@ -244,9 +250,9 @@ class LookaheadEngine:
         if not self._lazy(run):  # every row at once (the head does not split off, or lazy_logits=False)
             every = scores(list(range(-1, tree.size)))  # [1 + n, V]
             verdict = run.verifier.verify_tree(every[0], tree, lambda nodes: every[[1 + n for n in nodes]],
-                                               run.generator)
+                                               run.generator, **hint)
         else:
-            verdict = run.verifier.verify_tree(scores([-1])[0], tree, scores, run.generator)
+            verdict = run.verifier.verify_tree(scores([-1])[0], tree, scores, run.generator, **hint)
         return verdict, seen
 
     @staticmethod
@@ -264,14 +270,9 @@ class LookaheadEngine:
         if run.window.width == 0:
             return []
         slots = layout.last_level_slots()
-        rows = outputs.logits(slots)  # [W, V]
         if self.top_k:
-            seen.update(zip(run.window.levels[-1].tolist(), rows))
-        harvest = run.window.advance(argmax_rows(rows).cpu())
-        if harvest is None:
-            return []
-        keys, drafts = harvest
-        return list(zip(keys.tolist(), [tuple(d) for d in drafts.tolist()]))
+            seen.update(zip(run.window.levels[-1], outputs.logits(slots)))  # [W, V]
+        return run.window.advance(outputs.choices(slots)) or []
 
     def _commit(self, run: Run, layout: StepLayout, verdict: Verdict, tree: DraftTree, offered: Counter,
                 harvest: list, seen: dict) -> None:
@@ -391,7 +392,7 @@ class LookaheadEngine:
         kwargs = {self.cache_arg: prefill, "use_cache": True}
         if self.keeps_logits:
             kwargs["logits_to_keep"] = 1
-        self.model(input_ids=tokens[None].to(self.model.device), **kwargs)
+        self.model(input_ids=tokens[None].to(self.device), **kwargs)
         self.cache.load(prefill)
         assert self.cache.length == tokens.numel()
 
@@ -439,7 +440,7 @@ class LookaheadEngine:
         """The engine's step cache, grown (rarely: a new shape) when a call needs more positions."""
         needed = positions + self.step.largest
         if self.cache is None or self.cache.capacity < needed:
-            self.cache = StepCache(self.step.capacity(needed))
+            self.cache = StepCache(self.step.capacity(needed), getattr(self.model.config, "num_hidden_layers", None))
         self.cache.length = 0
         return self.cache
 

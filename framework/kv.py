@@ -26,25 +26,32 @@ def new_cache() -> DynamicCache:
 
 
 class StepCache(DynamicCache):
-    """The engine's KV cache: preallocated per layer, written where the step says, compacted by
-    one gather per layer. The same tensors live through a whole ``generate`` (and across calls),
-    so a compiled step sees fixed shapes and addresses.
+    """The engine's KV cache: preallocated, written where the step says, compacted by one gather.
+    The same tensors live through a whole ``generate`` (and across calls), so a compiled step sees
+    fixed shapes and addresses.
 
-    Per layer one tensor ``[2, B, H_kv, capacity, D]`` (keys, values). Before each forward the
-    engine calls ``prepare(start, q, visible, device)``: the forward's q new states are written at
-    positions ``start .. start+q-1`` and attention sees the first ``visible`` positions
-    (None: the whole buffer, masked by the step's mask: the fixed-shape compiled step). ``length``
-    counts the committed positions (the logical cache length), set by ``load`` and ``commit``.
+    All layers share one block ``[layers, 2, B, H_kv, capacity, D]`` (keys, values) when their
+    shapes agree, so compaction is one gather and one scatter for the whole model; a layer whose
+    shape differs (or a cache told no layer count) gets its own ``[2, B, H_kv, capacity, D]``.
+    ``store[layer]`` is that layer's tensor either way. Before each forward the engine calls
+    ``prepare(start, q, visible, device)``: the forward's q new states are written at positions
+    ``start .. start+q-1`` and attention sees the first ``visible`` positions (None: the whole
+    buffer, masked by the step's mask: the fixed-shape compiled step). ``length`` counts the
+    committed positions (the logical cache length), set by ``load`` and ``commit``.
 
     Example: prefix of 10, a step of 6 fed at positions 10..15 accepts slots 3 and 4 (with the
     root at slot 0): ``commit(10, [3, 4])`` moves positions 13, 14 to 11, 12; length 13.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, layers: int | None = None) -> None:
         super().__init__()
         self.capacity = capacity
+        self.layer_count = layers
+        self.block: torch.Tensor | None = None  # [layers, 2, B, H_kv, capacity, D]
+        self.mixed = False  # some layer has its own tensor: compaction goes layer by layer
         self.store: dict[int, torch.Tensor] = {}  # layer -> [2, B, H_kv, capacity, D]
         self.slots: torch.Tensor | None = None  # [q] long, where the next forward writes
+        self._positions: torch.Tensor | None = None
         self.visible: int | None = None
         self.length = 0
 
@@ -52,15 +59,13 @@ class StepCache(DynamicCache):
         """The next forward writes ``count`` states at ``start..start+count-1``."""
         if start + count > self.capacity:
             raise ValueError(f"KV positions up to {start + count - 1} are past the cache's capacity {self.capacity}")
-        self.slots = torch.arange(start, start + count, device=device)
+        if self._positions is None or self._positions.device != torch.device(device):
+            self._positions = torch.arange(self.capacity, device=device)  # [capacity], sliced per step
+        self.slots = self._positions[start : start + count]
         self.visible = visible
 
     def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):  # [B, H_kv, q, D] each
-        store = self.store.get(layer_idx)
-        if store is None:
-            batch, heads, _, dim = key_states.shape
-            store = self._allocate(batch, heads, dim, key_states)
-            self.store[layer_idx] = store
+        store = self._layer(layer_idx, key_states)
         store[0].index_copy_(2, self.slots, key_states)
         store[1].index_copy_(2, self.slots, value_states)
         if self.visible is None:
@@ -71,21 +76,19 @@ class StepCache(DynamicCache):
         """After a step fed at ``past_length``: keep the root (slot 0) and ``slots``, packed after it."""
         moved = [(offset, slot) for offset, slot in enumerate(slots, start=1) if slot != offset]
         if moved:
-            for store in self.store.values():
-                source = torch.tensor([past_length + s for _, s in moved], device=store.device)
-                target = torch.tensor([past_length + o for o, _ in moved], device=store.device)
-                store.index_copy_(3, target, store.index_select(3, source))
+            tensors = list(self.store.values()) if self.mixed or self.block is None else [self.block]
+            for tensor in tensors:
+                source = torch.tensor([past_length + s for _, s in moved], device=tensor.device)
+                target = torch.tensor([past_length + o for o, _ in moved], device=tensor.device)
+                axis = tensor.dim() - 2  # the position axis
+                tensor.index_copy_(axis, target, tensor.index_select(axis, source))
         self.length = past_length + 1 + len(slots)
 
     def load(self, cache: DynamicCache) -> None:
         """Take a filled dynamic cache's states (the prefill's) as the committed prefix."""
         for index, layer in enumerate(cache.layers):
             keys, values = layer.keys, layer.values  # [B, H_kv, T, D]
-            store = self.store.get(index)
-            if store is None or store.shape[1:3] != keys.shape[:2] or store.shape[-1] != keys.shape[-1]:
-                batch, heads, _, dim = keys.shape
-                store = self._allocate(batch, heads, dim, keys)
-                self.store[index] = store
+            store = self._layer(index, keys)
             store[0, :, :, : keys.shape[2]] = keys
             store[1, :, :, : values.shape[2]] = values
         self.length = cache.get_seq_length()
@@ -93,8 +96,30 @@ class StepCache(DynamicCache):
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.length
 
-    def _allocate(self, batch: int, heads: int, dim: int, like: torch.Tensor) -> torch.Tensor:
-        store = torch.zeros(2, batch, heads, self.capacity, dim, dtype=like.dtype, device=like.device)
+    def _layer(self, index: int, like: torch.Tensor) -> torch.Tensor:  # [2, B, H_kv, capacity, D]
+        """Layer ``index``'s tensor, allocated at first sight of states ``like # [B, H_kv, q, D]``:
+        the shared block at the first layer seen, a tensor of its own for a layer that differs."""
+        store = self.store.get(index)
+        if store is not None and self._fits(store, like):
+            return store
+        if self.block is None and self.layer_count and 0 <= index < self.layer_count:
+            self.block = self._allocate((self.layer_count, 2, *like.shape[:2], self.capacity, like.shape[-1]), like)
+            self.store = dict(enumerate(self.block))
+            self.mixed = False
+            return self.store[index]
+        store = self._allocate((2, *like.shape[:2], self.capacity, like.shape[-1]), like)  # this layer differs
+        self.store[index] = store
+        self.mixed = True
+        return store
+
+    @staticmethod
+    def _fits(store: torch.Tensor, like: torch.Tensor) -> bool:
+        return (store.shape[1:3] == like.shape[:2] and store.shape[-1] == like.shape[-1]
+                and store.dtype == like.dtype and store.device == like.device)
+
+    @staticmethod
+    def _allocate(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        store = torch.zeros(shape, dtype=like.dtype, device=like.device)
         if not torch.compiler.is_compiling():
             torch._dynamo.mark_static_address(store)  # updated in place: no copies, CUDA graphs allowed
         return store

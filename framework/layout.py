@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 import torch
 
 
@@ -141,49 +142,67 @@ def layout_parents(width: int, levels: int, node_parents: tuple[int, ...]) -> li
 def ancestor_mask(parents: list[int]) -> torch.Tensor:  # [q, q] bool
     """Row i is True at i and at every ancestor of i. Parents must precede their children.
 
-    The transitive closure of "is self or parent" by repeated squaring: log2(depth) small matmuls
-    instead of a Python loop over slots (a 121-slot step: ~0.05 ms instead of ~0.5 ms)."""
-    size = len(parents)
+    Each slot's ancestor path is its parent's plus itself; every (slot, ancestor) pair is set by
+    one indexed write (in NumPy: a step's bookkeeping, not model work)."""
+    return torch.from_numpy(_ancestor_array(parents))
+
+
+def _ancestor_array(parents: list[int]) -> np.ndarray:  # [q, q] bool
+    paths: list[tuple[int, ...]] = []
+    rows: list[int] = []
     for slot, parent in enumerate(parents):
         if parent >= slot:
             raise ValueError(f"slot {slot} has parent {parent}: parents must come first")
-    reach = torch.eye(size)
-    children = [slot for slot, parent in enumerate(parents) if parent >= 0]
-    reach[children, [parents[slot] for slot in children]] = 1.0
-    steps = 1
-    while steps < size:  # reach covers paths of up to `steps` edges
-        closed = (reach @ reach).clamp_(max=1.0)
-        if torch.equal(closed, reach):
-            break
-        reach, steps = closed, steps * 2
-    return reach.bool()
+        path = (paths[parent] if parent >= 0 else ()) + (slot,)
+        paths.append(path)
+        rows += [slot] * len(path)
+    mask = np.zeros((len(parents), len(parents)), dtype=bool)
+    mask[rows, [ancestor for path in paths for ancestor in path]] = True
+    return mask
 
 
-def depths_from_parents(parents: list[int]) -> torch.Tensor:  # [q] int64
+@lru_cache(maxsize=64)
+def window_part(width: int, levels: int) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray]:
+    """The lookahead branch alone after the root (slot 0 here, the window from slot 1): parents,
+    depths and ancestor mask ``# [1 + W*L, 1 + W*L]``. The same every step of a shape, so built
+    once; ``step_layout`` places it after the draft tree."""
+    parents = layout_parents(width, levels, ())
+    return tuple(parents), tuple(_depths(parents)), _ancestor_array(parents)
+
+
+def _depths(parents: list[int]) -> list[int]:
     depths = [0] * len(parents)
     for slot, parent in enumerate(parents):
         depths[slot] = 0 if parent < 0 else depths[parent] + 1
-    return torch.tensor(depths, dtype=torch.long)
+    return depths
 
 
 @lru_cache(maxsize=1024)
 def step_layout(width: int, levels: int, node_parents: tuple[int, ...] = ()) -> StepLayout:
-    """The layout of a step with this shape; built once per shape and cached.
+    """The layout of a step with this shape (cached per shape).
 
     ``node_parents``: the draft tree's parent of each node (-1: the root), see ``DraftTree``.
+    The draft tree's block is built per tree, the window's comes from ``window_part``.
     """
     if width < 0 or levels < 0:
         raise ValueError("layout sizes must be >= 0")
     if levels == 0 or width == 0:
         width, levels = 0, 0
-    parents = layout_parents(width, levels, node_parents)
+    tree_parents = [-1] + [1 + p if p >= 0 else 0 for p in node_parents]
+    start = len(tree_parents)  # the window's first slot
+    window_parents, window_depths, window_mask = window_part(width, levels)
+    parents = tree_parents + [start + p - 1 if p > 0 else 0 for p in window_parents[1:]]
+    mask = np.zeros((len(parents), len(parents)), dtype=bool)
+    mask[:start, :start] = _ancestor_array(tree_parents)
+    mask[start:, 0] = window_mask[1:, 0]
+    mask[start:, start:] = window_mask[1:, 1:]
     return StepLayout(
         width=width,
         levels=levels,
         draft_nodes=len(node_parents),
         parents=tuple(parents),
-        depths=depths_from_parents(parents),
-        tree_mask=ancestor_mask(parents),
+        depths=torch.tensor(_depths(tree_parents) + list(window_depths[1:]), dtype=torch.long),
+        tree_mask=torch.from_numpy(mask),
     )
 
 

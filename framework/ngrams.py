@@ -19,13 +19,12 @@ def sequence_ngrams(tokens: torch.Tensor, ngram: int, start: int = 0) -> tuple[t
     return windows[:, 0], windows[:, 1:]
 
 
-def column_ngrams(levels: list[torch.Tensor], new_level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def column_ngrams(levels: list[list[int]], new_level: list[int]) -> list[tuple[int, tuple[int, ...]]]:
     """The lookahead branch's harvest: column j of a full window plus its new top token.
 
-    ``levels``: N-1 tensors ``# [W]`` (oldest first); ``new_level # [W]``.
-    Returns ``keys # [W]`` (level 0) and ``drafts # [W, N-1]`` (levels 1.. and the new token).
+    ``levels``: N-1 lists of W tokens (oldest first); ``new_level``: W tokens.
+    Returns W pairs ``(key, draft)``: the key from level 0, the draft from levels 1.. and the new token.
 
-    Example (N=3, W=2): levels [[1, 2], [3, 4]], new [5, 6] -> keys [1, 2], drafts [[3, 5], [4, 6]].
+    Example (N=3, W=2): levels [[1, 2], [3, 4]], new [5, 6] -> [(1, (3, 5)), (2, (4, 6))].
     """
-    grid = torch.stack([*levels, new_level], dim=1)  # [W, N]
-    return grid[:, 0], grid[:, 1:]
+    return [(column[0], column[1:]) for column in zip(*levels, new_level)]

@@ -8,7 +8,8 @@ from framework.ngrams import column_ngrams
 
 
 class Window:
-    """``levels`` rows of ``width`` guessed tokens, oldest level first (at most N-1 levels).
+    """``levels`` rows of ``width`` guessed tokens, oldest level first (at most N-1 levels); plain
+    lists of ints: the window is bookkeeping between forwards, a few dozen tokens.
 
     Level 0 starts as tokens drawn from the context with the window's own generator; each step
     the model's argmax at the top level becomes a new level. Once N-1 levels exist, every step
@@ -21,24 +22,22 @@ class Window:
     def __init__(self, ngram: int, generator: torch.Generator) -> None:
         self.ngram = ngram
         self.generator = generator
-        self.levels: list[torch.Tensor] = []  # each [W]
+        self.levels: list[list[int]] = []  # each W tokens
 
     @property
     def width(self) -> int:
-        return self.levels[0].numel() if self.levels else 0
+        return len(self.levels[0]) if self.levels else 0
 
     @property
     def full(self) -> bool:
         return len(self.levels) == self.ngram - 1
 
     def tokens(self) -> torch.Tensor:  # [levels * W], level-major
-        if not self.levels:
-            return torch.empty(0, dtype=torch.long)
-        return torch.cat(self.levels)
+        return torch.tensor([token for level in self.levels for token in level], dtype=torch.long)
 
-    def _draw(self, context: torch.Tensor, count: int) -> torch.Tensor:  # [count]
+    def _draw(self, context: torch.Tensor, count: int) -> list[int]:  # context [T]
         picks = torch.randint(context.numel(), (count,), generator=self.generator)
-        return context[picks]
+        return context[picks].tolist()
 
     def resize(self, width: int, context: torch.Tensor) -> None:
         """Grow with columns drawn from ``context`` or drop columns on the right."""
@@ -54,7 +53,7 @@ class Window:
             self.levels = [level[:width] for level in self.levels]
         else:
             extra = width - self.width
-            self.levels = [torch.cat([level, self._draw(context, extra)]) for level in self.levels]
+            self.levels = [level + self._draw(context, extra) for level in self.levels]
 
     def shift(self, columns: int, context: torch.Tensor) -> None:
         """Drop the first ``columns`` columns and refill on the right (the 'shift' realignment)."""
@@ -62,18 +61,18 @@ class Window:
         if columns <= 0 or not self.levels:
             return
         width = self.width
-        self.levels = [torch.cat([level[columns:], self._draw(context, columns)]) for level in self.levels]
+        self.levels = [level[columns:] + self._draw(context, columns) for level in self.levels]
         assert self.width == width
 
-    def advance(self, top_choices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Add the model's choices at the top level (``# [W]``) as a new level.
+    def advance(self, top_choices: list[int]) -> list[tuple[int, tuple[int, ...]]] | None:
+        """Add the model's choices at the top level (W tokens) as a new level.
 
-        Returns the harvested ``(keys # [W], drafts # [W, N-1])`` once the window is full,
-        else None (warm-up).
+        Returns the harvested ``(key, draft)`` pairs (one per column, drafts of N-1 tokens) once
+        the window is full, else None (warm-up).
         """
         harvest = None
         if self.full:
             harvest = column_ngrams(self.levels, top_choices)
             self.levels = self.levels[1:]
-        self.levels.append(top_choices)
+        self.levels.append(list(top_choices))
         return harvest

@@ -283,6 +283,7 @@ class Verifier(ABC):
     preserves_distribution: ClassVar[bool] = False
     samples: ClassVar[bool] = False  # True: expects softmax-able warped scores and a generator
     walks_tree: ClassVar[bool] = False  # True: implements verify_tree (reads rows on demand)
+    takes_choices: ClassVar[bool] = False  # True: verify_tree accepts choices= (argmaxes the engine has)
 
     class Params(StrategyParams):
         name: str
@@ -306,9 +307,14 @@ class Verifier(ABC):
         tree: Any,  # framework.layout.DraftTree: tokens, parents, draft_nodes [g, L]
         node_scores: Callable[[list[int]], torch.Tensor],  # nodes -> [k, V] scores, computed on demand
         generator: torch.Generator | None = None,
+        choices: Callable[[list[int]], list[int]] | None = None,
     ) -> Verdict:
         """Like ``verify`` but reading node rows only when needed (``walks_tree = True``);
-        ``Verdict.row`` is any draft whose first ``accepted`` nodes are the accepted path."""
+        ``Verdict.row`` is any draft whose first ``accepted`` nodes are the accepted path.
+
+        ``choices`` (passed only to verifiers that declare ``takes_choices``, and only when the
+        scores are the raw logits): nodes (-1: the root) -> the argmax of each node's scores,
+        from the engine, which may already have them (one pass over rows it projected together)."""
         raise NotImplementedError(f"{type(self).__name__} does not walk the draft tree")
 
 

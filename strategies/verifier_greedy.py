@@ -31,6 +31,7 @@ def greedy_accept_lengths(
 class GreedyVerifier(Verifier):
     preserves_distribution = False
     walks_tree = True
+    takes_choices = True
 
     class Params(StrategyParams):
         name: Literal["greedy"] = "greedy"
@@ -48,17 +49,23 @@ class GreedyVerifier(Verifier):
         tokens = draft_tokens[row, :accepted].tolist() + [int(draft_choices[row, accepted - 1])]
         return Verdict(tokens=tuple(tokens), row=row, accepted=accepted)
 
-    def verify_tree(self, root_scores, tree, node_scores, generator=None) -> Verdict:
+    def verify_tree(self, root_scores, tree, node_scores, generator=None, choices=None) -> Verdict:
         """Walk down the draft tree along the argmax: reads one node row per accepted token."""
+        if choices is None:
+            def choices(nodes):  # the argmax of each node's scores
+                return argmax_rows(node_scores(nodes)).tolist()
+            root_choice = int(argmax_rows(root_scores))
+        else:
+            root_choice = choices([-1])[0]
         children = tree.children()
-        choice, node, path = int(argmax_rows(root_scores)), -1, []
+        choice, node, path = root_choice, -1, []
         while (child := children.get(node, {}).get(choice)) is not None:
             path.append(child)
             node = child
-            choice = int(argmax_rows(node_scores([node])[0]))
+            choice = choices([node])[0]
         if not path:
             return Verdict(tokens=(choice,), row=None, accepted=0)
         accepted = len(path)
-        row = int((tree.draft_nodes[:, accepted - 1] == path[-1]).nonzero()[0])
+        row = next(i for i, nodes in enumerate(tree.draft_nodes.tolist()) if nodes[accepted - 1] == path[-1])
         return Verdict(tokens=tuple(tree.tokens[n] for n in path) + (choice,), row=row, accepted=accepted,
                        path=tuple(path))

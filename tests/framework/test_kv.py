@@ -61,8 +61,10 @@ def test_new_cache_is_empty_and_keeps_every_position_of_sliding_layers():
     assert [layer.keys.shape[-2] for layer in cache.layers] == [10, 10]
 
 
-def step_cache(model, tokens: int | list[int], capacity: int = 32) -> StepCache:
-    cache = StepCache(capacity)
+def step_cache(model, tokens: int | list[int], capacity: int = 32, shared: bool = True) -> StepCache:
+    """A step cache over a prefill; ``shared``: every layer in one block (the engine's), else each
+    layer its own tensor."""
+    cache = StepCache(capacity, model.config.num_hidden_layers if shared else None)
     cache.load(filled_cache(model, tokens))
     return cache
 
@@ -99,8 +101,10 @@ def test_step_cache_refuses_positions_past_its_capacity():
         [1, 2, 3, 4, 5],  # everything kept: nothing moves
     ],
 )
-def test_commit_packs_the_root_and_the_kept_slots_after_the_prefix(slots):
-    cache = step_cache(tiny_model("llama"), PAST)
+@pytest.mark.parametrize("shared", [True, False])
+def test_commit_packs_the_root_and_the_kept_slots_after_the_prefix(slots, shared):
+    cache = step_cache(tiny_model("llama"), PAST, shared=shared)
+    assert (cache.block is not None) == shared
     step = torch.randn(1, 2, STEP, 8)
     cache.prepare(PAST, STEP, None, "cpu")
     for layer in list(cache.store):
@@ -111,6 +115,20 @@ def test_commit_packs_the_root_and_the_kept_slots_after_the_prefix(slots):
     assert cache.get_seq_length() == len(positions)
     for layer, store in cache.store.items():
         assert torch.equal(store[..., : len(positions), :], before[layer][..., positions, :])
+
+
+def test_a_layer_of_another_shape_gets_its_own_tensor_and_is_compacted_too():
+    cache = StepCache(16, layers=3)
+    states = [torch.randn(1, 2, STEP, 8), torch.randn(1, 2, STEP, 8), torch.randn(1, 1, STEP, 4)]  # [B, H, q, D]
+    cache.prepare(0, STEP, None, "cpu")
+    for layer, new in enumerate(states):
+        cache.update(new, -new, layer)
+    assert cache.mixed and cache.store[2].shape == (2, 1, 1, 16, 4) and cache.store[1]._base is cache.block
+    cache.commit(0, [3])
+    for layer, new in enumerate(states):
+        assert torch.equal(cache.store[layer][0, :, :, :2], new[:, :, [0, 3]])
+        assert torch.equal(cache.store[layer][1, :, :, :2], -new[:, :, [0, 3]])
+    assert cache.get_seq_length() == 2
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])

@@ -1,8 +1,10 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
 from framework.attention import sliding_window_limit, tree_attention_mask
-from framework.layout import ancestor_mask, build_draft_tree, chain_parents, step_layout
+from framework.layout import ancestor_mask, build_draft_tree, chain_parents, layout_parents, step_layout
 
 
 def test_hand_written_layout_w3_n3_g2():
@@ -81,3 +83,31 @@ def test_draft_tree_shares_prefixes():
 def test_empty_draft_tree():
     tree = build_draft_tree([])
     assert tree.size == 0 and tree.draft_nodes.shape == (0, 0)
+
+
+def reference_layout(layout) -> tuple[torch.Tensor, list[int]]:
+    """Ancestor mask and depths by walking each slot's parents up to the root."""
+    mask = torch.zeros(layout.size, layout.size, dtype=torch.bool)
+    depths = []
+    for slot in range(layout.size):
+        node, depth = slot, 0
+        while node >= 0:
+            mask[slot, node] = True
+            node, depth = layout.parents[node], depth + 1
+        depths.append(depth - 1)
+    return mask, depths
+
+
+@given(drafts=st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=5), max_size=8),
+       width=st.integers(0, 6), levels=st.integers(0, 4))
+@settings(max_examples=60, deadline=None)
+def test_layout_mask_and_depths_match_a_walk_up_the_parents(drafts, width, levels):
+    """The draft tree's block built per tree and the window's cached block, placed together,
+    equal the ancestor relation of the whole step's parents."""
+    tree = build_draft_tree([tuple(d) for d in drafts])
+    layout = step_layout(width, levels, tree.parents)
+    assert layout.parents == tuple(layout_parents(layout.width, layout.levels, tree.parents))  # one pass, in order
+    mask, depths = reference_layout(layout)
+    assert torch.equal(layout.tree_mask, mask)
+    assert layout.depths.tolist() == depths
+    assert layout.size == 1 + layout.draft_nodes + layout.width * layout.levels

@@ -54,24 +54,18 @@ def test_sequence_ngrams_exactly_n_tokens_gives_one():
 
 
 def test_column_ngrams_docstring_example():
-    keys, drafts = column_ngrams([t(1, 2), t(3, 4)], t(5, 6))
-    assert keys.tolist() == [1, 2]  # [W]: level 0
-    assert drafts.tolist() == [[3, 5], [4, 6]]  # [W, N-1]: levels 1.. then the new token
+    # levels 0..: the key from level 0, the draft from levels 1.. then the new token
+    assert column_ngrams([[1, 2], [3, 4]], [5, 6]) == [(1, (3, 5)), (2, (4, 6))]
 
 
 def test_column_ngrams_n2_has_one_level_and_one_token_drafts():
-    keys, drafts = column_ngrams([t(7, 8, 9)], t(1, 2, 3))
-    assert keys.tolist() == [7, 8, 9]
-    assert drafts.tolist() == [[1], [2], [3]]
+    assert column_ngrams([[7, 8, 9]], [1, 2, 3]) == [(7, (1,)), (8, (2,)), (9, (3,))]
 
 
 def test_column_ngrams_n4_keeps_level_order_per_column():
-    levels = [t(10, 20), t(11, 21), t(12, 22)]  # oldest first
-    keys, drafts = column_ngrams(levels, t(13, 23))
-    assert keys.tolist() == [10, 20]
-    assert drafts.tolist() == [[11, 12, 13], [21, 22, 23]]
+    levels = [[10, 20], [11, 21], [12, 22]]  # oldest first
+    assert column_ngrams(levels, [13, 23]) == [(10, (11, 12, 13)), (20, (21, 22, 23))]
 
 
 def test_column_ngrams_width_zero():
-    keys, drafts = column_ngrams([t(), t()], t())
-    assert keys.shape == (0,) and drafts.shape == (0, 2)
+    assert column_ngrams([[], []], []) == []

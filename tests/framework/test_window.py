@@ -9,19 +9,15 @@ from framework.window import Window
 CONTEXT = torch.tensor([11, 12, 13, 14, 15])
 
 
-def t(*values) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.long)
-
-
 def window(ngram: int, *levels, seed: int = 0) -> Window:
     """A window with the given levels (oldest first), each a list of tokens."""
     w = Window(ngram, torch.Generator().manual_seed(seed))
-    w.levels = [t(*level) for level in levels]
+    w.levels = [list(level) for level in levels]
     return w
 
 
 def rows(w: Window) -> list[list[int]]:
-    return [level.tolist() for level in w.levels]
+    return w.levels
 
 
 def test_a_new_window_is_empty():
@@ -34,14 +30,14 @@ def test_resize_from_empty_draws_one_level_from_the_context():
     w = Window(4, torch.Generator().manual_seed(0))
     w.resize(6, CONTEXT)
     assert w.width == 6 and len(w.levels) == 1
-    assert set(w.levels[0].tolist()) <= set(CONTEXT.tolist())
+    assert set(w.levels[0]) <= set(CONTEXT.tolist())
 
 
 def test_resize_draws_are_reproducible_and_depend_on_the_seed():
     def draw(seed):
         w = Window(4, torch.Generator().manual_seed(seed))
         w.resize(16, CONTEXT)
-        return w.levels[0].tolist()
+        return w.levels[0]
 
     assert draw(0) == draw(0)
     assert draw(0) != draw(1)  # 16 draws out of 5 tokens: equal only with probability 5**-16
@@ -99,28 +95,23 @@ def test_advance_docstring_example_n3_w2():
     a, b, c, d, e, f = 1, 2, 3, 4, 5, 6
     w = window(3, [a, b])
     assert not w.full
-    assert w.advance(t(c, d)) is None  # warm-up: N-1 = 2 levels now
+    assert w.advance([c, d]) is None  # warm-up: N-1 = 2 levels now
     assert w.full and rows(w) == [[a, b], [c, d]]
-    keys, drafts = w.advance(t(e, f))
-    assert keys.tolist() == [a, b]  # [W]
-    assert drafts.tolist() == [[c, e], [d, f]]  # [W, N-1]
+    assert w.advance([e, f]) == [(a, (c, e)), (b, (d, f))]  # (key, draft) per column
     assert rows(w) == [[c, d], [e, f]]
 
 
 def test_advance_n2_harvests_from_the_first_step():
     w = window(2, [1, 2, 3])
     assert w.full
-    keys, drafts = w.advance(t(4, 5, 6))
-    assert keys.tolist() == [1, 2, 3] and drafts.tolist() == [[4], [5], [6]]
+    assert w.advance([4, 5, 6]) == [(1, (4,)), (2, (5,)), (3, (6,))]
     assert rows(w) == [[4, 5, 6]]
 
 
 def test_advance_n5_warms_up_for_three_steps_then_harvests_every_step():
     w = window(5, [0, 0])
-    harvests = [w.advance(t(step, 10 + step)) for step in range(1, 6)]
+    harvests = [w.advance([step, 10 + step]) for step in range(1, 6)]
     assert harvests[:3] == [None, None, None]
-    keys, drafts = harvests[3]
-    assert keys.tolist() == [0, 0] and drafts.tolist() == [[1, 2, 3, 4], [11, 12, 13, 14]]
-    keys, drafts = harvests[4]
-    assert keys.tolist() == [1, 11] and drafts.tolist() == [[2, 3, 4, 5], [12, 13, 14, 15]]
+    assert harvests[3] == [(0, (1, 2, 3, 4)), (0, (11, 12, 13, 14))]
+    assert harvests[4] == [(1, (2, 3, 4, 5)), (11, (12, 13, 14, 15))]
     assert len(w.levels) == 4
