@@ -52,6 +52,7 @@ class StepCache(DynamicCache):
         self.store: dict[int, torch.Tensor] = {}  # layer -> [2, B, H_kv, capacity, D]
         self.slots: torch.Tensor | None = None  # [q] long, where the next forward writes
         self._positions: torch.Tensor | None = None
+        self.checked: set[int] = set()  # layers whose tensor was fitted to their states
         self.visible: int | None = None
         self.length = 0
 
@@ -65,7 +66,10 @@ class StepCache(DynamicCache):
         self.visible = visible
 
     def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):  # [B, H_kv, q, D] each
-        store = self._layer(layer_idx, key_states)
+        store = self.store.get(layer_idx)
+        if layer_idx not in self.checked:  # a layer's first states: fit its tensor (later calls: the same shapes)
+            store = self._layer(layer_idx, key_states)
+            self.checked.add(layer_idx)
         store[0].index_copy_(2, self.slots, key_states)
         store[1].index_copy_(2, self.slots, value_states)
         if self.visible is None:
@@ -77,10 +81,17 @@ class StepCache(DynamicCache):
         moved = [(offset, slot) for offset, slot in enumerate(slots, start=1) if slot != offset]
         if moved:
             tensors = list(self.store.values()) if self.mixed or self.block is None else [self.block]
+            first, run = moved[0], len(moved)
+            consecutive = [s for _, s in moved] == list(range(first[1], first[1] + run)) \
+                and [o for o, _ in moved] == list(range(first[0], first[0] + run))
             for tensor in tensors:
+                axis = tensor.dim() - 2  # the position axis
+                if consecutive:  # one run of slots (a draft's nodes): one copy through a temporary
+                    kept = tensor.narrow(axis, past_length + first[1], run).clone()
+                    tensor.narrow(axis, past_length + first[0], run).copy_(kept)
+                    continue
                 source = torch.tensor([past_length + s for _, s in moved], device=tensor.device)
                 target = torch.tensor([past_length + o for o, _ in moved], device=tensor.device)
-                axis = tensor.dim() - 2  # the position axis
                 tensor.index_copy_(axis, target, tensor.index_select(axis, source))
         self.length = past_length + 1 + len(slots)
 
@@ -89,6 +100,7 @@ class StepCache(DynamicCache):
         for index, layer in enumerate(cache.layers):
             keys, values = layer.keys, layer.values  # [B, H_kv, T, D]
             store = self._layer(index, keys)
+            self.checked.add(index)
             store[0, :, :, : keys.shape[2]] = keys
             store[1, :, :, : values.shape[2]] = values
         self.length = cache.get_seq_length()

@@ -22,16 +22,15 @@ from strategies.base import Candidate
 def plan_tree(candidates: Sequence[Candidate], budget: int | None, min_score: float = 0.0,
               max_len: int | None = None) -> DraftTree:
     """The draft tree of the ``budget`` best nodes (None: all) of ``candidates``, each cut to ``max_len``."""
-    index: dict[tuple[int, ...], int] = {}
+    index: dict[tuple[int, int], int] = {}  # (parent node, token) -> node
     tokens, parents, values, tags = [], [], [], []  # per trie node, in creation order
     for candidate in candidates:
         value, parent = 1.0, -1
         for depth, (token, prob) in enumerate(zip(candidate.tokens[:max_len], candidate.probs)):
             value *= prob
-            prefix = candidate.tokens[: depth + 1]
-            node = index.get(prefix)
+            node = index.get((parent, token))
             if node is None:
-                node = index[prefix] = len(tokens)
+                node = index[parent, token] = len(tokens)
                 tokens.append(token)
                 parents.append(parent)
                 values.append(-1.0)
@@ -40,8 +39,11 @@ def plan_tree(candidates: Sequence[Candidate], budget: int | None, min_score: fl
                 values[node] = value
                 tags[node] = (candidate.source, candidate.keys[depth], candidate.origin)
             parent = node
-    ranked = sorted(range(len(tokens)), key=lambda n: (-values[n], n))
-    chosen = {n for n in ranked[: len(tokens) if budget is None else budget] if values[n] >= min_score}
+    if budget is None or budget >= len(tokens):
+        chosen = {n for n in range(len(tokens)) if values[n] >= min_score}
+    else:  # the budget best; sorted() is stable, so ties keep creation order
+        ranked = sorted(range(len(tokens)), key=values.__getitem__, reverse=True)
+        chosen = {n for n in ranked[:budget] if values[n] >= min_score}
     kept: list[int] = []
     kept_set: set[int] = set()
     for node in range(len(tokens)):  # creation order: parents first, so a dropped parent drops its subtree

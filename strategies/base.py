@@ -22,7 +22,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator, Literal, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Literal, NamedTuple, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -348,10 +348,10 @@ class Candidate:
             object.__setattr__(self, "origin", self.source)
 
 
-@dataclass(frozen=True)
-class FedNode:
+class FedNode(NamedTuple):
     """A draft-tree node the step fed: its token, depth (1 = right after the root), the
-    candidate it came from (source, key) and whether verification accepted it."""
+    candidate it came from (source, key) and whether verification accepted it. (A named tuple:
+    a step builds one per fed node.)"""
 
     token: int
     depth: int

@@ -96,8 +96,9 @@ def test_step_cache_refuses_positions_past_its_capacity():
     [
         [],  # nothing accepted: only the root stays
         [1, 2],  # already packed: nothing moves
-        [3, 4],  # moved down by two
-        [2, 5],  # a path with a gap
+        [3, 4],  # moved down by two (one run: one copy)
+        [2, 3, 4],  # one run moved down by one: source and target overlap
+        [2, 5],  # a path with a gap (a gather)
         [1, 2, 3, 4, 5],  # everything kept: nothing moves
     ],
 )
