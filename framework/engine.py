@@ -183,7 +183,7 @@ class LookaheadEngine:
         return layout, tree, Counter(c.source for c in candidates)
 
     def _forward(self, run: Run, layout: StepLayout, tree: DraftTree) -> StepOutputs:
-        tokens = torch.cat([torch.tensor([run.root, *tree.tokens]), run.window.tokens()])  # [q]
+        tokens = torch.tensor([run.root, *tree.tokens, *run.window.token_list()])  # [q]
         return self._feed(tokens, layout, run.past_length, self._lazy(run), run.stats)
 
     def _feed(self, tokens: torch.Tensor, layout: StepLayout, past_length: int, lazy: bool,
@@ -195,8 +195,11 @@ class LookaheadEngine:
         device = self.device
         size = self.step.size(layout.size)
         padding = size - layout.size
-        ids = torch.cat([tokens, tokens[:1].expand(padding)])  # [size]
-        positions = torch.cat([layout.depths, torch.zeros(padding, dtype=torch.long)]) + past_length
+        if padding:  # the compiled step's fixed size: padding rows repeat the root at its position
+            ids = torch.cat([tokens, tokens[:1].expand(padding)])  # [size]
+            positions = torch.cat([layout.depths, torch.zeros(padding, dtype=torch.long)]) + past_length
+        else:
+            ids, positions = tokens, layout.depths + past_length  # [size] each
         columns = self.cache.capacity if self.step.compiled else past_length + size
         self.cache.prepare(past_length, size, None if self.step.compiled else columns, device)
         inputs = {

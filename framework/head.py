@@ -62,6 +62,16 @@ class RowHead:
         logits = rows @ self.weight_t
         return logits if self.bias is None else logits + self.bias
 
+    def project(self, rows: torch.Tensor, choices: bool = True) -> tuple[torch.Tensor, list[int] | None, float]:
+        """``(logits # [k, V], each row's argmax or None, seconds spent on the argmaxes)``: the
+        argmaxes (first maximal index, as ``torch.argmax``) in one pass over the block."""
+        logits = self(rows)
+        if not choices:
+            return logits, None, 0.0
+        start = time.perf_counter()
+        tokens = argmax_rows(logits).tolist()
+        return logits, tokens, time.perf_counter() - start
+
 
 class StepOutputs:
     """Per-slot logits of one step, from kept logits rows or from hidden states on demand.
@@ -82,10 +92,11 @@ class StepOutputs:
         self._choices: dict[int, int] = {}  # slot -> argmax of its logits
 
     def project(self, slots: list[int] | range) -> None:
-        """Project ``slots`` together now and keep their logits for ``logits`` and ``choice``."""
+        """Project ``slots`` together now and keep their logits and argmaxes (fused with the
+        projection where the head can) for ``logits`` and ``choices``."""
         slots = list(slots)
         if self.head is not None and slots:  # (kept logits: nothing to project)
-            self._keep(slots)
+            self._keep(slots, choices=True)
 
     def logits(self, slots: list[int] | range) -> torch.Tensor:  # [k, V] float32
         """The slots' logits: from a kept block when they are all in one, else projected (and kept)."""
@@ -97,14 +108,9 @@ class StepOutputs:
                 else block[rows]
         return self._keep(slots)
 
-    def _keep(self, slots: list[int]) -> torch.Tensor:  # [k, V]
-        block = self._compute(slots)
-        self._kept.update((slot, (block, i)) for i, slot in enumerate(slots))
-        return block
-
     def choices(self, slots: list[int] | range) -> list[int]:
-        """``argmax`` of each slot's logits (the first maximal index). Slots of a projected block
-        get theirs from one pass over the whole block, kept for later calls."""
+        """``argmax`` of each slot's logits (the first maximal index), kept for later calls: from
+        the projection when it gave them, else one pass over each kept block."""
         slots = list(slots)
         missing = [slot for slot in slots if slot not in self._choices]
         if missing:
@@ -115,18 +121,30 @@ class StepOutputs:
                 self._choices.update((s, tokens[row]) for s, row in members)
             loose = [slot for slot in missing if slot not in self._kept]
             if loose:
-                self._choices.update(zip(loose, argmax_rows(self._keep(loose)).tolist()))
+                self._keep(loose, choices=True)
         return [self._choices[slot] for slot in slots]
 
-    def _compute(self, slots: list[int]) -> torch.Tensor:  # [k, V]
+    def _keep(self, slots: list[int], choices: bool = False) -> torch.Tensor:  # [k, V]
+        block, tokens = self._compute(slots, choices)
+        self._kept.update((slot, (block, i)) for i, slot in enumerate(slots))
+        if tokens is None and choices:
+            tokens = argmax_rows(block).tolist()
+        if tokens is not None:
+            self._choices.update(zip(slots, tokens))
+        return block
+
+    def _compute(self, slots: list[int], choices: bool = False) -> tuple[torch.Tensor, list[int] | None]:
+        """The slots' logits ``# [k, V]`` and, when asked and the head gives them, their argmaxes.
+        Only the projection counts as model time (the argmaxes are the engine's)."""
         index = slots if self.slot_rows is None else [self.slot_rows[s] for s in slots]
         if self.head is not None and index and index == list(range(index[0], index[0] + len(index))):
             picked = self.rows[index[0] : index[0] + len(index)]  # consecutive hidden rows: a view
         else:
             picked = self.rows[torch.tensor(index, dtype=torch.long, device=self.rows.device)]
+        tokens = None
         if self.head is not None:
             start = time.perf_counter()
-            picked = self.head(picked)
+            picked, tokens, reducing = self.head.project(picked, choices)
             if self.stats is not None:
-                self.stats.model_seconds += time.perf_counter() - start
-        return picked if picked.dtype == torch.float32 else picked.float()
+                self.stats.model_seconds += time.perf_counter() - start - reducing
+        return (picked if picked.dtype == torch.float32 else picked.float()), tokens

@@ -33,7 +33,11 @@ class Window:
         return len(self.levels) == self.ngram - 1
 
     def tokens(self) -> torch.Tensor:  # [levels * W], level-major
-        return torch.tensor([token for level in self.levels for token in level], dtype=torch.long)
+        return torch.tensor(self.token_list(), dtype=torch.long)
+
+    def token_list(self) -> list[int]:
+        """The window's tokens, level-major, as the step feeds them."""
+        return [token for level in self.levels for token in level]
 
     def _draw(self, context: torch.Tensor, count: int) -> list[int]:  # context [T]
         picks = torch.randint(context.numel(), (count,), generator=self.generator)
