@@ -9,6 +9,10 @@ first on ``PYTHONPATH`` to get the "before"); eager engines only. Engines that t
 (``DecodeStats.host_ms_per_step``, also in bench tables) are reported that way too: theirs is the
 figure to read, since their head projection (``framework.head.RowHead``) bypasses the head
 module's hooks and would count as host time here.
+
+``--stages`` also prints where that time goes: each stage of the engine's step (``_plan``,
+``_forward``, ``_verify``, ``_update_window``, ``_commit``, wrapped on this engine instance by
+name) timed less the model time it recorded, in ms per step; the rest of the loop is "between".
 """
 
 from __future__ import annotations
@@ -51,9 +55,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int_at_least(1), default=3, help="seeded prompts per category")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-new-tokens", type=int_at_least(1), default=128)
+    parser.add_argument("--stages", action="store_true", help="also time each stage of the step (engines that "
+                        "time their model: DecodeStats.model_seconds)")
     add_model_arguments(parser)
     add_config_arguments(parser)
     return parser
+
+
+STAGES = ("_plan", "_forward", "_verify", "_update_window", "_commit")
+
+
+def time_stages(engine: LookaheadEngine) -> dict[str, float]:
+    """Wrap the engine's step stages (on this instance) to sum each one's seconds outside the
+    model: its wall time less what it added to ``run.stats.model_seconds``."""
+    seconds = dict.fromkeys(STAGES, 0.0)
+
+    def timed(name, stage):
+        def run_stage(run, *args, **kwargs):
+            model, start = run.stats.model_seconds, time.perf_counter()
+            try:
+                return stage(run, *args, **kwargs)
+            finally:
+                seconds[name] += time.perf_counter() - start - (run.stats.model_seconds - model)
+        return run_stage
+
+    for name in STAGES:
+        setattr(engine, name, timed(name, getattr(engine, name)))
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     prompts = datasets.load_dataset(args.dataset, limit_per_category=args.limit, seed=args.seed)
     inputs = [datasets.encode(tokenizer, p).to(model.device) for p in prompts]
     engine.generate(inputs[0], max_new_tokens=8)  # warm-up
-    per_step, own, steps_all = [], [], 0
+    stages = time_stages(engine) if args.stages else None
+    per_step, own, steps_all, host_all = [], [], 0, 0.0
     for ids in inputs:
         timer = ModelTimer(model.base_model, model.get_output_embeddings())
         start = time.perf_counter()
@@ -80,10 +109,15 @@ def run(args: argparse.Namespace) -> int:
         per_step.append(1000 * (wall - timer.seconds) / max(steps, 1))  # prefill and its setup included
         if hasattr(out.stats, "host_ms_per_step"):  # engines that time themselves (this one's head
             own.append(out.stats.host_ms_per_step)  # projection skips the head module's hooks)
+        host_all += out.stats.decode_seconds - out.stats.model_seconds
         steps_all += steps
     print(f"{config.summary()} | {model.device}, {threads}, {len(inputs)} prompts, {steps_all} steps: host ms/step "
           f"median {statistics.median(per_step):.2f}, mean {statistics.mean(per_step):.2f} (hooks)"
           + (f"; the engine's own: median {statistics.median(own):.2f}, mean {statistics.mean(own):.2f}" if own else ""))
+    if stages is not None:
+        per = {name.strip("_"): 1000 * value / max(steps_all, 1) for name, value in stages.items()}
+        per["between"] = 1000 * host_all / max(steps_all, 1) - sum(per.values())
+        print("stages, ms/step outside the model (all steps): " + ", ".join(f"{k} {v:.3f}" for k, v in per.items()))
     return 0
 
 

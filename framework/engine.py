@@ -107,6 +107,10 @@ class LookaheadEngine:
                             f"{config!r}; e.g. LookaheadConfig(window=4, ngram=4, guess_set=4)")
         self.model = model
         self.device = model.device  # read once: the property walks the parameters
+        # On an accelerator a greedy step projects every row it may read (root, tree, the window's
+        # top level) in one head call and reads their argmaxes in one transfer; walking the tree
+        # row by row would sync with the host once per level. On a CPU rows are projected as read.
+        self.one_pass = self.device.type != "cpu"
         self.config = config
         self.masks = MaskBuilder(model)
         self.cache_arg = cache_argument(model)
@@ -232,9 +236,11 @@ class LookaheadEngine:
         verifier walks the tree. Returns the verdict and the raw logits of the rows it read
         (fed token -> [V]): sources that learn from the model's top tokens use them."""
         paths = self._node_paths(tree) if len(run.processors) else None
-        if layout.width:  # the window's top level is read after: project it with the root, one head call
-            outputs.project([0, *layout.last_level_slots()])
         raw = paths is None and not len(run.warpers)  # scores are the logits: argmaxes can be shared
+        if self._lazy(run) and self.one_pass and raw and run.verifier.takes_choices:
+            outputs.project([*range(layout.window_start), *layout.last_level_slots()])  # every row read
+        elif layout.width:  # the window's top level is read after: project it with the root, one head call
+            outputs.project([0, *layout.last_level_slots()])
         hint = {"choices": lambda nodes: outputs.choices([1 + n for n in nodes])} \
             if raw and run.verifier.takes_choices else {}
         seen: dict[int, torch.Tensor] = {}  # the token a row was fed -> its raw logits

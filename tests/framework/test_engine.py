@@ -316,6 +316,25 @@ def test_lazy_logits_give_the_same_steps_and_project_fewer_rows(arch):
     assert lazy_rows < eager_rows
 
 
+@pytest.mark.parametrize("window", [0, 4])
+def test_one_pass_reads_every_row_in_one_projection_per_step(window):
+    """The accelerator path (``one_pass``, forced here on CPU): one head call per greedy step (so
+    one device-to-host transfer of argmaxes), the same tokens and steps as rows read on demand."""
+    model = llama()
+    config = LookaheadConfig(window=window, ngram=4, guess_set=4)
+    reference = LookaheadEngine(model, config).generate(LOOPING, max_new_tokens=40)
+    engine = LookaheadEngine(model, config)
+    engine.one_pass = True
+    head = engine.split[1]
+    calls = []
+    project = head.project
+    head.project = lambda rows, choices=True: calls.append(rows.shape[0]) or project(rows, choices)
+    out = engine.generate(LOOPING, max_new_tokens=40)
+    assert torch.equal(out.sequences, reference.sequences)
+    assert out.stats.emitted_per_step == reference.stats.emitted_per_step
+    assert len(calls) == out.stats.steps and max(calls) > 1
+
+
 def test_models_with_scaled_logits_do_not_split_the_head():
     from framework.head import split_head
 
