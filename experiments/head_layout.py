@@ -3,8 +3,8 @@
 
     python -m experiments.head_layout --threads 2
 
-Prints the median milliseconds per projection for k = 1, 2, 4, 8, 16 (20 runs each, interleaved),
-then the argmax over 15 freshly projected rows (a W=15 window's top level): ``torch.argmax``
+Prints the median milliseconds per projection for k = 1, 2, 4, 8, 15, 16, 20, 24 (20 runs each,
+interleaved), then the argmax over 15 freshly projected rows (a W=15 window's top level): ``torch.argmax``
 against ``framework.argmax.argmax_rows``.
 """
 

@@ -1,7 +1,7 @@
 """``argmax`` over the vocabulary, exactly as ``torch.argmax`` (the first maximal index) but fast.
 
-On a CPU ``torch.argmax`` over a 49k-vocabulary row is a scalar loop (and may wake the intra-op
-thread pool for one row); NumPy's ``argmax`` is SIMD-vectorised and single-threaded. Measured by
+On a CPU ``torch.argmax`` over a 49k-vocabulary row is a scalar loop; NumPy's ``argmax`` is
+vectorised. Measured by
 ``python -m experiments.head_layout --threads 2`` on rows just projected by the LM head, as in a
 step (docs/results.md has the numbers). Both return the first maximal index. Tensors NumPy
 cannot view (bf16, a GPU's) keep ``torch.argmax``: on a GPU it runs on the device.

@@ -236,13 +236,13 @@ class LookaheadEngine:
         verifier walks the tree. Returns the verdict and the raw logits of the rows it read
         (fed token -> [V]): sources that learn from the model's top tokens use them."""
         paths = self._node_paths(tree) if len(run.processors) else None
-        raw = paths is None and not len(run.warpers)  # scores are the logits: argmaxes can be shared
-        if self._lazy(run) and self.one_pass and raw and run.verifier.takes_choices:
+        # scores are the raw logits: the verifier can take the argmaxes the step already has
+        shared = paths is None and not len(run.warpers) and run.verifier.takes_choices
+        if self._lazy(run) and self.one_pass and shared:
             outputs.project([*range(layout.window_start), *layout.last_level_slots()])  # every row read
         elif layout.width:  # the window's top level is read after: project it with the root, one head call
             outputs.project([0, *layout.last_level_slots()])
-        hint = {"choices": lambda nodes: outputs.choices([1 + n for n in nodes])} \
-            if raw and run.verifier.takes_choices else {}
+        hint = {"choices": lambda nodes: outputs.choices([1 + n for n in nodes])} if shared else {}
         seen: dict[int, torch.Tensor] = {}  # the token a row was fed -> its raw logits
 
         def scores(nodes: list[int]) -> torch.Tensor:  # [k, V] for tree nodes (-1: the root)

@@ -40,11 +40,11 @@ def split_head(model):
 class RowHead:
     """The LM head as the engine applies it to a few rows. On a CPU, one or two rows of a linear
     head go through a ``[H, V]`` copy of its weight: on this project's 2-core machine (MKL, 2
-    threads, SmolLM2's 49k x 576 head; ``python -m experiments.head_layout --threads 2``) one row
-    took 6.5 ms against 11.7 ms through the module's ``[V, H]`` weight, two rows 14.2 against 26.6;
-    from 4 rows on the module was as fast or faster (18.2 against 20.1 ms), so it keeps them. The
-    copy costs the head's size in memory once; elsewhere (CUDA) the module runs as it is. Built per
-    engine: retrain the weights, rebuild it.
+    threads, SmolLM2's 49k x 576 head; ``python -m experiments.head_layout --threads 2``, numbers
+    in docs/results.md) one row took about half the module's time through its ``[V, H]`` weight,
+    two rows too, while from 4 rows on the module was as fast, so it keeps those. The copy costs
+    the head's size in memory once; elsewhere (CUDA) the module runs as it is. Built per engine:
+    retrain the weights, rebuild it.
     """
 
     MAX_ROWS = 2  # rows projected through the copy; more go through the module
@@ -62,26 +62,18 @@ class RowHead:
         logits = rows @ self.weight_t
         return logits if self.bias is None else logits + self.bias
 
-    def project(self, rows: torch.Tensor, choices: bool = True) -> tuple[torch.Tensor, list[int] | None, float]:
-        """``(logits # [k, V], each row's argmax or None, seconds spent on the argmaxes)``: the
-        argmaxes (first maximal index, as ``torch.argmax``) in one pass over the block."""
-        logits = self(rows)
-        if not choices:
-            return logits, None, 0.0
-        start = time.perf_counter()
-        tokens = argmax_rows(logits).tolist()
-        return logits, tokens, time.perf_counter() - start
-
 
 class StepOutputs:
     """Per-slot logits of one step, from kept logits rows or from hidden states on demand.
-    Time spent projecting rows counts as model time (``stats.model_seconds``) when stats are given.
+    Time spent projecting rows counts as model time (``stats.model_seconds``) when stats are given;
+    argmaxes are the engine's time.
 
     ``project(slots)`` projects several rows in one head call and keeps them: a step that will read
     the root and the window's top level anyway pays one call (on a CPU the head is bound by reading
-    its weight, so 16 rows cost about what 15 do). ``choice(slot)`` is the argmax of a slot's
-    logits, computed for a whole projected block in one pass (logits just written by the head are
-    no longer in cache: one read instead of one per row)."""
+    its weight, so 16 rows cost about what 15 do). ``choices(slots)`` are the argmaxes of slots'
+    logits, computed for a whole kept block in one pass (logits just written by the head are no
+    longer in cache: one read instead of one per row) and kept.
+    """
 
     def __init__(self, rows: torch.Tensor, slot_rows: dict[int, int] | None, head=None, stats=None) -> None:
         self.rows = rows  # [R, V] kept logits, or [q, H] hidden states when head is set
@@ -92,8 +84,8 @@ class StepOutputs:
         self._choices: dict[int, int] = {}  # slot -> argmax of its logits
 
     def project(self, slots: list[int] | range) -> None:
-        """Project ``slots`` together now and keep their logits and argmaxes (fused with the
-        projection where the head can) for ``logits`` and ``choices``."""
+        """Project ``slots`` together now and keep their logits and argmaxes for ``logits`` and
+        ``choices``."""
         slots = list(slots)
         if self.head is not None and slots:  # (kept logits: nothing to project)
             self._keep(slots, choices=True)
@@ -109,42 +101,35 @@ class StepOutputs:
         return self._keep(slots)
 
     def choices(self, slots: list[int] | range) -> list[int]:
-        """``argmax`` of each slot's logits (the first maximal index), kept for later calls: from
-        the projection when it gave them, else one pass over each kept block."""
+        """``argmax`` of each slot's logits (the first maximal index): one pass over each kept block
+        holding a slot without one, the other slots projected first; all kept for later calls."""
         slots = list(slots)
         missing = [slot for slot in slots if slot not in self._choices]
-        if missing:
-            blocks = {id(self._kept[s][0]): self._kept[s][0] for s in missing if s in self._kept}
-            for block in blocks.values():
-                members = [(s, row) for s, (b, row) in self._kept.items() if b is block]
-                tokens = argmax_rows(block).tolist()
-                self._choices.update((s, tokens[row]) for s, row in members)
-            loose = [slot for slot in missing if slot not in self._kept]
-            if loose:
-                self._keep(loose, choices=True)
+        blocks = {id(self._kept[s][0]): self._kept[s][0] for s in missing if s in self._kept}
+        for block in blocks.values():
+            tokens = argmax_rows(block).tolist()
+            self._choices.update((s, tokens[row]) for s, (b, row) in self._kept.items() if b is block)
+        loose = [slot for slot in missing if slot not in self._kept]
+        if loose:
+            self._keep(loose, choices=True)
         return [self._choices[slot] for slot in slots]
 
     def _keep(self, slots: list[int], choices: bool = False) -> torch.Tensor:  # [k, V]
-        block, tokens = self._compute(slots, choices)
+        block = self._compute(slots)
         self._kept.update((slot, (block, i)) for i, slot in enumerate(slots))
-        if tokens is None and choices:
-            tokens = argmax_rows(block).tolist()
-        if tokens is not None:
-            self._choices.update(zip(slots, tokens))
+        if choices:
+            self._choices.update(zip(slots, argmax_rows(block).tolist()))
         return block
 
-    def _compute(self, slots: list[int], choices: bool = False) -> tuple[torch.Tensor, list[int] | None]:
-        """The slots' logits ``# [k, V]`` and, when asked and the head gives them, their argmaxes.
-        Only the projection counts as model time (the argmaxes are the engine's)."""
+    def _compute(self, slots: list[int]) -> torch.Tensor:  # [k, V]
         index = slots if self.slot_rows is None else [self.slot_rows[s] for s in slots]
         if self.head is not None and index and index == list(range(index[0], index[0] + len(index))):
             picked = self.rows[index[0] : index[0] + len(index)]  # consecutive hidden rows: a view
         else:
             picked = self.rows[torch.tensor(index, dtype=torch.long, device=self.rows.device)]
-        tokens = None
         if self.head is not None:
             start = time.perf_counter()
-            picked, tokens, reducing = self.head.project(picked, choices)
+            picked = self.head(picked)
             if self.stats is not None:
-                self.stats.model_seconds += time.perf_counter() - start - reducing
-        return (picked if picked.dtype == torch.float32 else picked.float()), tokens
+                self.stats.model_seconds += time.perf_counter() - start
+        return picked if picked.dtype == torch.float32 else picked.float()

@@ -81,14 +81,15 @@ class StepCache(DynamicCache):
         moved = [(offset, slot) for offset, slot in enumerate(slots, start=1) if slot != offset]
         if moved:
             tensors = list(self.store.values()) if self.mixed or self.block is None else [self.block]
-            first, run = moved[0], len(moved)
-            consecutive = [s for _, s in moved] == list(range(first[1], first[1] + run)) \
-                and [o for o, _ in moved] == list(range(first[0], first[0] + run))
+            # slots increase along a path, so once one has moved every later one has: the targets
+            # are consecutive; when the sources are too (a draft's nodes), one copy does it
+            (target, source), run = moved[0], len(moved)
+            consecutive = [s for _, s in moved] == list(range(source, source + run))
             for tensor in tensors:
                 axis = tensor.dim() - 2  # the position axis
-                if consecutive:  # one run of slots (a draft's nodes): one copy through a temporary
-                    kept = tensor.narrow(axis, past_length + first[1], run).clone()
-                    tensor.narrow(axis, past_length + first[0], run).copy_(kept)
+                if consecutive:  # through a temporary: the two ranges may overlap
+                    kept = tensor.narrow(axis, past_length + source, run).clone()
+                    tensor.narrow(axis, past_length + target, run).copy_(kept)
                     continue
                 source = torch.tensor([past_length + s for _, s in moved], device=tensor.device)
                 target = torch.tensor([past_length + o for o, _ in moved], device=tensor.device)
@@ -117,7 +118,6 @@ class StepCache(DynamicCache):
         if self.block is None and self.layer_count and 0 <= index < self.layer_count:
             self.block = self._allocate((self.layer_count, 2, *like.shape[:2], self.capacity, like.shape[-1]), like)
             self.store = dict(enumerate(self.block))
-            self.mixed = False
             return self.store[index]
         store = self._allocate((2, *like.shape[:2], self.capacity, like.shape[-1]), like)  # this layer differs
         self.store[index] = store

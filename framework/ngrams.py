@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import torch
+from typing import Sequence
 
 
-def sequence_ngrams(tokens: torch.Tensor, ngram: int, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every n-gram of a 1-D token sequence whose key sits at index >= ``start``.
+def sequence_ngrams(tokens: Sequence[int], ngram: int, start: int = 0) -> list[tuple[int, tuple[int, ...]]]:
+    """Every n-gram of a token sequence whose key sits at index >= ``start``, as ``(key, draft)``
+    pairs, draft = the N-1 tokens after the key (the pool's form, like ``column_ngrams``).
 
-    Returns ``keys # [M]`` and ``drafts # [M, N-1]`` where draft m is the N-1 tokens after key m.
-
-    Example (N=3): tokens [5, 6, 7, 8] -> keys [5, 6], drafts [[6, 7], [7, 8]].
+    Example (N=3): tokens [5, 6, 7, 8] -> [(5, (6, 7)), (6, (7, 8))].
     """
-    count = tokens.numel() - ngram + 1 - start
-    if count <= 0:
-        return tokens.new_empty(0), tokens.new_empty(0, ngram - 1)
-    windows = tokens[start:].unfold(0, ngram, 1)  # [M, N]
-    return windows[:, 0], windows[:, 1:]
+    tail = list(tokens[start:])
+    return [(tail[i], tuple(tail[i + 1 : i + ngram])) for i in range(len(tail) - ngram + 1)]
 
 
 def column_ngrams(levels: list[list[int]], new_level: list[int]) -> list[tuple[int, tuple[int, ...]]]:

@@ -32,9 +32,6 @@ class Window:
     def full(self) -> bool:
         return len(self.levels) == self.ngram - 1
 
-    def tokens(self) -> torch.Tensor:  # [levels * W], level-major
-        return torch.tensor(self.token_list(), dtype=torch.long)
-
     def token_list(self) -> list[int]:
         """The window's tokens, level-major, as the step feeds them."""
         return [token for level in self.levels for token in level]

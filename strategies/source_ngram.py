@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Literal, Sequence
 
-import torch
 from framework.ngrams import sequence_ngrams
 from strategies.base import (
     SOURCE_LOOKAHEAD, SOURCE_OUTPUT, SOURCE_PROMPT, Candidate, DraftSource, StepOutcome, lookup, register,
@@ -68,13 +67,6 @@ class NgramSource(DraftSource):
 
     def _add_ngrams(self, tokens: Sequence[int], start: int, tag: str) -> int:
         """Pool every n-gram of ``tokens`` whose key index is >= ``start``; returns the next start."""
-        recent = list(tokens[start:])  # only the part not yet harvested
-        count = len(recent) - self.ngram + 1
-        if count <= 0:  # no complete n-gram from ``start`` yet
-            return start
-        if count > 64:  # a prompt: one unfold
-            keys, drafts = sequence_ngrams(torch.tensor(recent, dtype=torch.long), self.ngram)
-            self.pool.add_many(keys.tolist(), [tuple(d) for d in drafts.tolist()], tag)
-        else:  # a step's few new n-grams: plain slices
-            self.pool.add_many(recent[:count], [tuple(recent[i + 1 : i + self.ngram]) for i in range(count)], tag)
-        return start + count
+        pairs = sequence_ngrams(tokens, self.ngram, start)  # only the part not yet harvested
+        self.pool.add_many([key for key, _ in pairs], [draft for _, draft in pairs], tag)
+        return start + len(pairs)

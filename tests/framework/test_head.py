@@ -1,6 +1,6 @@
 """``RowHead``: the engine's projection of a few rows equals the head module's (to float rounding),
-through a [H, V] copy for one or two rows on CPU and through the module for more; ``project``'s
-argmaxes equal ``torch.argmax``; ``StepOutputs`` projects a block once and keeps it."""
+through a [H, V] copy for one or two rows on CPU and through the module for more;
+``StepOutputs`` projects a block once, keeps it and its argmaxes (equal to ``torch.argmax``)."""
 
 from __future__ import annotations
 
@@ -18,17 +18,14 @@ def linear(vocab: int, hidden: int = 8, bias: bool = False, seed: int = 0) -> to
 
 @pytest.mark.parametrize("rows", [1, 2, 5])
 @pytest.mark.parametrize("bias", [False, True])
-def test_logits_and_argmaxes_match_the_module(rows, bias):
+def test_logits_and_choices_match_the_module(rows, bias):
     head = linear(96, bias=bias)
-    row_head = RowHead(head)
     hidden = torch.randn(rows, 8, generator=torch.Generator().manual_seed(rows))
     with torch.no_grad():
         expected = head(hidden)
-        logits, tokens, seconds = row_head.project(hidden)
-    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
-    assert tokens == logits.argmax(dim=-1).tolist() == expected.argmax(dim=-1).tolist()
-    assert seconds >= 0.0
-    assert row_head.project(hidden, choices=False)[1] is None
+        torch.testing.assert_close(RowHead(head)(hidden), expected, atol=1e-5, rtol=1e-5)
+        outputs = StepOutputs(hidden, None, RowHead(head))
+        assert outputs.choices(range(rows)) == expected.argmax(dim=-1).tolist()
 
 
 def test_the_copy_serves_few_rows_and_the_module_more():
@@ -47,8 +44,7 @@ def test_a_head_that_is_not_a_plain_linear_runs_as_it_is():
     head = torch.nn.Sequential(torch.nn.Linear(4, 6))
     assert RowHead(head).weight_t is None
     hidden = torch.randn(2, 4)
-    logits, tokens, _ = RowHead(head).project(hidden)
-    assert torch.equal(logits, head(hidden)) and tokens == logits.argmax(dim=-1).tolist()
+    assert torch.equal(RowHead(head)(hidden), head(hidden))
 
 
 def test_step_outputs_project_once_and_keep_logits_and_choices():
@@ -57,10 +53,8 @@ def test_step_outputs_project_once_and_keep_logits_and_choices():
     head = linear(96)
     calls = []
     row_head = RowHead(head)
-    project = row_head.project
-    row_head.project = lambda rows, choices=True: calls.append(rows.shape[0]) or project(rows, choices)
     hidden = torch.randn(10, 8, generator=torch.Generator().manual_seed(0))
-    outputs = StepOutputs(hidden, None, row_head)
+    outputs = StepOutputs(hidden, None, lambda rows: calls.append(rows.shape[0]) or row_head(rows))
     with torch.no_grad():
         outputs.project([0, 7, 8, 9])
         assert outputs.choices([0, 9]) == head(hidden[[0, 9]]).argmax(dim=-1).tolist()

@@ -3,54 +3,39 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from framework.ngrams import column_ngrams, sequence_ngrams
 
 
-def t(*values) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.long)
-
-
 def test_sequence_ngrams_docstring_example():
-    keys, drafts = sequence_ngrams(t(5, 6, 7, 8), 3)
-    assert keys.tolist() == [5, 6]  # [M]
-    assert drafts.tolist() == [[6, 7], [7, 8]]  # [M, N-1]
+    assert sequence_ngrams([5, 6, 7, 8], 3) == [(5, (6, 7)), (6, (7, 8))]  # (key, the N-1 tokens after it)
 
 
 def test_sequence_ngrams_bigrams_cover_every_adjacent_pair():
-    keys, drafts = sequence_ngrams(t(1, 2, 2, 3), 2)
-    assert keys.tolist() == [1, 2, 2]
-    assert drafts.tolist() == [[2], [2], [3]]
+    assert sequence_ngrams([1, 2, 2, 3], 2) == [(1, (2,)), (2, (2,)), (2, (3,))]
 
 
 @pytest.mark.parametrize(
     ("start", "keys", "drafts"),
     [
-        (0, [5, 6, 7], [[6, 7], [7, 8], [8, 9]]),
-        (1, [6, 7], [[7, 8], [8, 9]]),
-        (2, [7], [[8, 9]]),  # the last key whose n-gram fits
+        (0, [5, 6, 7], [(6, 7), (7, 8), (8, 9)]),
+        (1, [6, 7], [(7, 8), (8, 9)]),
+        (2, [7], [(8, 9)]),  # the last key whose n-gram fits
         (3, [], []),  # key 8 has only one token after it
         (9, [], []),  # start past the end
     ],
 )
 def test_sequence_ngrams_start_keeps_keys_at_or_after_it(start, keys, drafts):
-    got_keys, got_drafts = sequence_ngrams(t(5, 6, 7, 8, 9), 3, start=start)
-    assert got_keys.tolist() == keys
-    assert got_drafts.tolist() == drafts
-    assert got_drafts.shape == (len(keys), 2)
+    assert sequence_ngrams((5, 6, 7, 8, 9), 3, start=start) == list(zip(keys, drafts))
 
 
 @pytest.mark.parametrize("tokens", [[], [5], [5, 6]])
-def test_sequence_ngrams_too_short_gives_empty_shaped_results(tokens):
-    keys, drafts = sequence_ngrams(torch.tensor(tokens, dtype=torch.long), 3)
-    assert keys.shape == (0,) and drafts.shape == (0, 2)  # [0], [0, N-1]
-    assert keys.dtype == drafts.dtype == torch.long
+def test_sequence_ngrams_too_short_gives_none(tokens):
+    assert sequence_ngrams(tokens, 3) == []
 
 
 def test_sequence_ngrams_exactly_n_tokens_gives_one():
-    keys, drafts = sequence_ngrams(t(4, 3, 2, 1), 4)
-    assert keys.tolist() == [4] and drafts.tolist() == [[3, 2, 1]]
+    assert sequence_ngrams([4, 3, 2, 1], 4) == [(4, (3, 2, 1))]
 
 
 def test_column_ngrams_docstring_example():

@@ -188,7 +188,7 @@ def first_window(engine: LookaheadEngine, prompt, **kwargs) -> tuple[torch.Tenso
     seen, forward = [], engine._forward
 
     def spy(run, *args, **kwargs):
-        seen.append(run.window.tokens().clone())
+        seen.append(torch.tensor(run.window.token_list()))
         return forward(run, *args, **kwargs)
 
     engine._forward = spy
