@@ -291,8 +291,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, dtype: str | None = 
     group = parser.add_argument_group("model")
     group.add_argument("--model", default=None, help=f"folder, .gguf file or cached Hub name (default {DEFAULT_MODEL})")
     group.add_argument("--dtype", default=dtype, help="float32 (exact on CPU), bfloat16 or float16")
-    group.add_argument("--attn", default="sdpa", help="attention implementation: sdpa, eager or lookahead_cascade "
-                       "(prefix and tree block merged by log-sum-exp; flash-attn on CUDA: framework/cascade.py)")
+    group.add_argument("--attn", default="sdpa", help="attention implementation: sdpa, eager, lookahead_cascade "
+                       "(prefix and tree block merged by log-sum-exp; flash-attn on CUDA: framework/cascade.py) or "
+                       "lookahead_flex (FlexAttention over the step's BlockMask, compiled on CUDA: framework/flex.py)")
     group.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     group.add_argument("--threads", type=int_at_least(1), default=None,
                        help="torch CPU threads (default: the CPUs this process may use, less the machine's load)")

@@ -3,7 +3,7 @@
 transformers uses a 4D mask ``[B, 1, q, past + q]`` as given (no causal or cache adjustment),
 so the mask covers the cached prefix and the step's ancestor (tree) mask. SDPA takes a bool
 mask; eager *adds* the mask to the scores, so it needs an additive float mask (a bool mask there
-is silently wrong). Models with sliding-window layers get one mask per layer type: a single mask
+is silently wrong); flex takes a ``BlockMask`` built from the bool mask. Models with sliding-window layers get one mask per layer type: a single mask
 would turn their sliding layers into full attention.
 """
 
@@ -13,9 +13,11 @@ import numpy as np
 import torch
 
 from framework.cascade import CASCADE
+from framework.flex import FLEX, block_mask
 from framework.layout import StepLayout
 
-SUPPORTED_BACKENDS = ("sdpa", "eager", CASCADE)  # cascade: framework/cascade.py (bool mask, like sdpa)
+# cascade: framework/cascade.py (bool mask, like sdpa); flex: framework/flex.py (a BlockMask)
+SUPPORTED_BACKENDS = ("sdpa", "eager", CASCADE, FLEX)
 
 
 def tree_attention_mask(layout: StepLayout, past_length: int, size: int | None = None,
@@ -69,9 +71,15 @@ class MaskBuilder:
         if backend not in SUPPORTED_BACKENDS:
             raise ValueError(
                 f"attn_implementation={backend!r} cannot take the step's tree mask; load the model "
-                f"with attn_implementation='sdpa' (default), 'eager' or {CASCADE!r} (framework.cascade)"
+                f"with attn_implementation='sdpa' (default), 'eager', {CASCADE!r} (framework.cascade) or {FLEX!r} "
+                f"(framework.flex)"
             )
         self.additive = backend == "eager"
+        self.flex = backend == FLEX
+        if self.flex and not getattr(model, "_supports_flex_attn", False):
+            raise ValueError(f"{type(model).__name__} does not declare FlexAttention support (_supports_flex_attn) in "
+                             f"transformers, so its code may not take a BlockMask; load it with "
+                             f"attn_implementation='sdpa' or {CASCADE!r}")
         self.dtype = model.dtype
         self.device = model.device
         layer_types = set(getattr(config, "layer_types", None) or [])
@@ -83,7 +91,9 @@ class MaskBuilder:
         # a single sliding window over every layer (Mistral-style) when no layer types are given
         self.sliding_window = window if (self.per_layer_type or not layer_types) else None
 
-    def _encode(self, allowed: torch.Tensor) -> torch.Tensor:  # [1, 1, q, k]
+    def _encode(self, allowed: torch.Tensor):  # [1, 1, q, k]: a tensor, or a BlockMask for flex
+        if self.flex:
+            return block_mask(allowed.to(self.device))
         if self.additive:
             mask = torch.zeros(allowed.shape, dtype=self.dtype)
             mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)

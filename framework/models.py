@@ -34,6 +34,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from framework.cascade import CASCADE, register_cascade
+from framework.flex import FLEX, register_flex
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 
@@ -85,13 +86,15 @@ def load_model(
     dtype:               ``"float32"`` (exact comparisons on CPU), ``"bfloat16"``, ``"float16"``
                          or a ``torch.dtype``.
     attn_implementation: passed to transformers (``"sdpa"``, ``"eager"``, ...; ``"lookahead_cascade"``
-                         registers framework.cascade's first).
+                         and ``"lookahead_flex"`` register framework.cascade's / framework.flex's first).
     device:              None picks ``"cuda"`` when available, else ``"cpu"``.
     cache_dir:           where the default model's converted copy lives (default: see module doc).
     """
     torch_dtype = resolve_dtype(dtype)
     if attn_implementation == CASCADE:
         register_cascade()
+    elif attn_implementation == FLEX:
+        register_flex()
     folder, gguf_file = _resolve_source(name_or_path, cache_dir)
     kwargs = {"gguf_file": gguf_file} if gguf_file is not None else {"local_files_only": _offline()}
     try:
