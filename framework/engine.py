@@ -107,9 +107,10 @@ class LookaheadEngine:
                             f"{config!r}; e.g. LookaheadConfig(window=4, ngram=4, guess_set=4)")
         self.model = model
         self.device = model.device  # read once: the property walks the parameters
-        # On an accelerator a greedy step projects every row it may read (root, tree, the window's
-        # top level) in one head call and reads their argmaxes in one transfer; walking the tree
-        # row by row would sync with the host once per level. On a CPU rows are projected as read.
+        # On an accelerator a step projects every row it may read (root, tree, the window's top
+        # level) in one head call; greedy reads their argmaxes in one transfer and the sampling
+        # verifier decides every node at once: walking the tree row by row would sync with the
+        # host once per level. On a CPU rows are projected as read.
         self.one_pass = self.device.type != "cpu"
         self.config = config
         self.masks = MaskBuilder(model)
@@ -238,7 +239,7 @@ class LookaheadEngine:
         paths = self._node_paths(tree) if len(run.processors) else None
         # scores are the raw logits: the verifier can take the argmaxes the step already has
         shared = paths is None and not len(run.warpers) and run.verifier.takes_choices
-        if self._lazy(run) and self.one_pass and shared:
+        if self._lazy(run) and self.one_pass and (shared or run.verifier.samples):  # a sampler decides at once there
             outputs.project([*range(layout.window_start), *layout.last_level_slots()])  # every row read
         elif layout.width:  # the window's top level is read after: project it with the root, one head call
             outputs.project([0, *layout.last_level_slots()])
@@ -254,7 +255,7 @@ class LookaheadEngine:
                 rows = score_rows(run.processors, context, [paths[1 + n] for n in nodes], rows)
             if len(run.warpers):  # temperature, top-k/p, min-p look at one row at a time
                 rows = run.warpers(torch.zeros(rows.shape[0], 1, dtype=torch.long, device=rows.device), rows)
-            return rows.cpu() if run.verifier.samples else rows  # a sampler's generator draws on the CPU
+            return rows
 
         if not self._lazy(run):  # every row at once (the head does not split off, or lazy_logits=False)
             every = scores(list(range(-1, tree.size)))  # [1 + n, V]
@@ -502,10 +503,10 @@ class LookaheadEngine:
         raise ValueError(f"verifier {self.config.verifier.name!r} cannot {'sample' if do_sample else 'decode greedily'} "
                          f"and no registered verifier can: register one that declares it")
 
-    @staticmethod
-    def _generator_for(sampling: SamplingSettings, generator: torch.Generator | None):
+    def _generator_for(self, sampling: SamplingSettings, generator: torch.Generator | None):
         if not sampling.do_sample or generator is not None:
             return generator
-        # no generator given: seed one from torch's global RNG, so torch.manual_seed reproduces
+        # no generator given: seed one from torch's global RNG, so torch.manual_seed reproduces;
+        # on the model's device, so that the sampler draws its uniforms where the scores are
         seed = int(torch.randint(0, 2**62, (1,)))
-        return torch.Generator().manual_seed(seed)
+        return torch.Generator(self.device).manual_seed(seed)

@@ -73,6 +73,45 @@ def sample_excluding(
     return torch.searchsorted(cdf, v, right=True)
 
 
+def decide_rows(
+    probs: torch.Tensor,  # [n, V] float64: the law at each row's position
+    children: torch.Tensor,  # [n, K] long: each row's distinct candidates in try order, -1 past them
+    accept_uniforms: torch.Tensor,  # [n, K]
+    sample_uniforms: torch.Tensor,  # [n]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # choice [n], drawn [n], empty [n]
+    """``decide_position`` for ``n`` different positions at once, one run each, all on the device.
+
+    ``choice[r]`` is the index of the candidate row ``r`` accepts (-1: none), ``drawn[r]`` the
+    token its fallback draw gives (from the law with every candidate zeroed, read only when no
+    candidate wins) and ``empty[r]`` whether its law has no mass at all (an error if reached).
+    The same arithmetic as ``decide_position`` and ``sample_excluding``, row by row: exclusive
+    prefix sums of the candidates' probabilities, the same comparisons, the same inverse CDF.
+    """
+    if children.shape[1] == 0:  # no row has a candidate: one padding column keeps the reductions defined
+        children = children.new_full((children.shape[0], 1), -1)
+        accept_uniforms = accept_uniforms.new_zeros((children.shape[0], 1))
+    valid = children >= 0  # [n, K]
+    safe = children.clamp(min=0)
+    cand_probs = probs.gather(1, safe) * valid  # [n, K], 0 past the candidates
+    cumulative = torch.cumsum(cand_probs, 1)
+    spent = torch.cat([torch.zeros_like(cumulative[:, :1]), cumulative[:, :-1]], 1)  # [n, K] mass tried before
+    mass = (1.0 - spent).clamp(min=0.0)
+    accept = (accept_uniforms * mass < cand_probs) & (cand_probs > 0)  # [n, K]
+    hit = accept.any(dim=1)
+    choice = torch.where(hit, accept.to(torch.uint8).argmax(dim=1), -1)  # [n]
+    # the fallback draw: candidates zeroed (counted, so a padding index never clears a real one)
+    excluded = torch.zeros_like(probs).scatter_add_(1, safe, valid.to(probs.dtype)) > 0  # [n, V]
+    cdf = torch.cumsum(probs.masked_fill(excluded, 0.0), 1)  # [n, V]
+    drained = ~(cdf[:, -1] > 0)  # the residual guard of sample_excluding: draw from the law itself
+    cdf = torch.where(drained[:, None], torch.cumsum(probs, 1), cdf)
+    total = cdf[:, -1]  # [n]
+    empty = ~(total > 0)
+    below_total = torch.nextafter(total, torch.zeros_like(total))
+    v = torch.minimum(sample_uniforms.to(cdf.dtype) * total, below_total)  # [n]
+    drawn = torch.searchsorted(cdf, v[:, None], right=True)[:, 0]  # [n]
+    return choice, drawn, empty
+
+
 @register("verifier", "sampling")
 class SamplingVerifier(Verifier):
     """Commits tokens whose law is exactly that of sampling one token at a time.
@@ -109,6 +148,13 @@ class SamplingVerifier(Verifier):
     accepted; position 1 uses row 1's scores and tries token 2, etc.
     Verdict(tokens=(0, 2, 4), row=1, accepted=2) if 2 was accepted and 4 was the bonus token.
 
+    Devices: the walk reads one node's law at a time and syncs with the host per tree level; with
+    ``one_pass`` (default: when the scores are on an accelerator) every node's decision is taken
+    at once on the scores' device (``decide_rows``) and read back in one transfer, then walked on
+    the host: the same table gives the same verdict (tested), at the price of a softmax for every
+    node rather than the walked ones (free on a GPU, costly on a CPU). With a generator on the
+    scores' device the uniforms are drawn there too (the engine makes one when none is given).
+
     Randomness: one ``torch.rand((L + 1, g + 1), generator=generator, dtype=float64)`` table
     per call, a fixed budget whatever happens: ``uniforms[t, j]`` is the accept test of the
     j-th distinct candidate at position t, ``uniforms[t, g]`` the recovered or bonus draw at
@@ -124,6 +170,9 @@ class SamplingVerifier(Verifier):
 
     class Params(StrategyParams):
         name: Literal["sampling"] = "sampling"
+        # decide every tree node in one device pass and one transfer; None: when the scores are
+        # on an accelerator (a CPU walks node by node, reading only the walked rows)
+        one_pass: bool | None = None
 
     def verify(self, root_scores, draft_tokens, draft_scores, generator=None) -> Verdict:
         if generator is None:
@@ -151,7 +200,10 @@ class SamplingVerifier(Verifier):
         uniforms = torch.rand(
             (depth + 1, leaves + 1), generator=generator, device=generator.device, dtype=torch.float64
         ).to(root_scores.device)  # [L+1, leaves+1]
-        return walk_tree(root_scores, tree, node_scores, uniforms)
+        one_pass = self.params.one_pass
+        if one_pass is None:
+            one_pass = root_scores.device.type != "cpu"
+        return (walk_tree_at_once if one_pass else walk_tree)(root_scores, tree, node_scores, uniforms)
 
 
 def walk_drafts(
@@ -209,3 +261,38 @@ def walk_tree(
         path.append(node)
         scores = node_scores([node])[0]
     raise AssertionError("unreachable: the deepest position has no children")
+
+
+def walk_tree_at_once(
+    root_scores: torch.Tensor,  # [V]
+    tree,  # framework.layout.DraftTree
+    node_scores,  # nodes -> [k, V]
+    uniforms: torch.Tensor,  # [L+1, leaves+1] float64 in [0, 1)
+) -> Verdict:
+    """``walk_tree``'s verdict from every node's decision, taken at once (``decide_rows``) on the
+    scores' device and read back in one transfer; the walk over them runs on the host."""
+    kids = tree.children()
+    leaves = tree.draft_nodes.shape[0]
+    nodes = tree.size
+    depth = [0] * (1 + nodes)  # row r: the root (0) or node r - 1; its children are tried at position depth
+    for node, parent in enumerate(tree.parents):
+        depth[1 + node] = depth[1 + parent] + 1 if parent >= 0 else 1
+    width = max((len(c) for c in kids.values()), default=0)
+    children = [list(kids.get(row - 1, {})) for row in range(1 + nodes)]
+    device = root_scores.device
+    table = torch.tensor([c + [-1] * (width - len(c)) for c in children], dtype=torch.long)  # [1 + n, K]
+    scores = torch.cat([root_scores[None], node_scores(list(range(nodes)))]) if nodes else root_scores[None]
+    probs = torch.softmax(scores.to(torch.float64), dim=-1)  # [1 + n, V]
+    at = torch.tensor(depth, device=device)
+    choice, drawn, empty = decide_rows(probs, table.to(device), uniforms[at, :width], uniforms[at, leaves])
+    choice, drawn, empty = torch.stack([choice, drawn, empty.long()]).tolist()  # the one transfer
+    row, path = 0, []
+    while choice[row] >= 0:
+        node = kids[row - 1][children[row][choice[row]]]
+        path.append(node)
+        row = 1 + node
+    if empty[row]:
+        raise ValueError("the target law has no mass: every score is -inf or NaN")
+    verdict_row = int((tree.draft_nodes[:, len(path) - 1] == path[-1]).nonzero()[0]) if path else None
+    return Verdict(tokens=tuple(tree.tokens[n] for n in path) + (drawn[row],), row=verdict_row,
+                   accepted=len(path), path=tuple(path))

@@ -21,6 +21,7 @@ the temperature -> 0 limit, and the ``custom_generate`` path under sampling.
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from functools import lru_cache
 
@@ -45,7 +46,12 @@ TREE_CONFIG = LookaheadConfig(window=4, ngram=3, guess_set=4, sources=[
     "ngram", {"name": "suffix", "max_len": 2, "branches": 3}, {"name": "recycling", "branches": [3, 2]}])
 # the adaptive scheduler choosing per step between the root alone and the tree, on a CPU-like curve
 ADAPTIVE_CONFIG = TREE_CONFIG.model_copy(update={"scheduler": parse_params("scheduler", "adaptive")})
-CONFIGS = {"ngram": CONFIG, "tree": TREE_CONFIG, "adaptive": ADAPTIVE_CONFIG}
+# the tree's every node decided at once (what an accelerator runs), forced on the CPU
+ONE_PASS_CONFIG = TREE_CONFIG.model_copy(update={"verifier": parse_params("verifier", {"name": "sampling", "one_pass": True})})
+CONFIGS = {"ngram": CONFIG, "tree": TREE_CONFIG, "adaptive": ADAPTIVE_CONFIG, "one_pass": ONE_PASS_CONFIG}
+# (case, device): the CPU runs one case (the one-pass rule is also tested against the walk on equal
+# uniforms); CUDA, where present, the three that differ most
+ONE_PASS_RUNS = [("t1", "cpu")] + ([("t1", "cuda"), ("t0.7", "cuda"), ("top_p", "cuda")] if torch.cuda.is_available() else [])
 CPU_COSTS = CostModel({1: 1.0, 2: 1.3, 8: 1.4, 16: 1.6})
 
 CASES = {  # name -> sampling kwargs, passed alike to the engine and to generate()
@@ -78,15 +84,19 @@ def looping_prompt() -> torch.Tensor:  # [1, 12]
 
 
 @lru_cache(maxsize=None)
-def engine_draws(case: str, config: str = "ngram") -> tuple[Counter, int, int, Counter]:
-    """(joint counts of the NEW tokens, new tokens, steps, tokens emitted per step) over DRAWS calls."""
+def engine_draws(case: str, config: str = "ngram", device: str = "cpu") -> tuple[Counter, int, int, Counter]:
+    """(joint counts of the NEW tokens, new tokens, steps, tokens emitted per step) over DRAWS calls
+    (on ``device``: the model is copied there and each call's generator lives there)."""
     model, prompt = sharp_model(), looping_prompt()
+    if device != "cpu":
+        model = copy.deepcopy(model).to(device)
     engine = LookaheadEngine(model, CONFIGS[config], cost_model=CPU_COSTS)
     counts, emitted = Counter(), Counter()
     tokens = steps = 0
     for seed in range(DRAWS):
         out = engine.generate(
-            prompt, max_new_tokens=NEW, do_sample=True, generator=torch.Generator().manual_seed(seed), **CASES[case]
+            prompt, max_new_tokens=NEW, do_sample=True, generator=torch.Generator(device).manual_seed(seed),
+            **CASES[case],
         )
         counts[tuple(out.sequences[0, -NEW:].tolist())] += 1
         tokens += out.stats.new_tokens
@@ -169,6 +179,16 @@ def test_joint_law_of_three_tokens_matches_plain_generate(case, config):
     # drafts were verified and accepted, including whole drafts plus their bonus token
     assert tokens / steps > 1.2, f"{case}: only {tokens / steps:.3f} tokens per step"
     assert emitted[NEW] > 0, f"{case}: no step accepted a whole draft: {emitted}"
+
+
+@pytest.mark.parametrize("case, device", ONE_PASS_RUNS)
+def test_the_one_pass_decision_has_the_law_of_plain_generate(case, device):
+    """Every tree node decided at once (one transfer), on the CPU and, where present, on CUDA
+    with the generator there too; against plain generate() on the CPU."""
+    counts, tokens, steps, emitted = engine_draws(case, "one_pass", device)
+    p, cells = p_value(counts, hf_draws(case))
+    assert p > P_MIN, f"{case} on {device}: chi-square p={p:.3g} over {cells} cells"
+    assert tokens / steps > 1.2 and emitted[NEW] > 0, (tokens / steps, emitted)
 
 
 def test_the_chi_square_test_rejects_a_different_law():

@@ -594,3 +594,89 @@ def test_on_equal_length_drafts_the_tree_walk_draws_what_verify_draws():
         walked = verifier.verify_tree(root_scores, tree, lambda nodes: torch.stack([rows[n] for n in nodes]),
                                       torch.Generator().manual_seed(seed))
         assert (walked.tokens, walked.accepted) == (flat.tokens, flat.accepted)
+
+
+# --------------------------------------------------------------------------------------------
+# 6. every node decided at once (the accelerator's one-pass walk)
+
+
+def test_decide_rows_equals_decide_position_row_by_row():
+    """Each row of the batched decision is the one-position decision on that row's law and
+    candidates: token 0 among the candidates (the padding index), rows without candidates, laws
+    whose candidates hold all the mass (the residual guard) and uniforms at the extremes."""
+    from strategies.verifier_sampling import decide_rows
+
+    gen = torch.Generator().manual_seed(11)
+    for trial in range(40):
+        n, vocab = int(torch.randint(1, 7, (), generator=gen)), 6
+        probs = torch.softmax(torch.randn(n, vocab, generator=gen, dtype=F64) * 3, -1)
+        probs[0, 3:] = 0.0  # row 0: mass on tokens 0-2 only, which may all be candidates
+        probs[0] /= probs[0].sum()
+        rows = [torch.randperm(vocab, generator=gen)[: int(torch.randint(0, 4, (), generator=gen))].tolist()
+                for _ in range(n)]
+        rows[0] = [0, 1, 2][: int(torch.randint(0, 4, (), generator=gen))]
+        width = max(len(r) for r in rows)
+        children = torch.tensor([r + [-1] * (width - len(r)) for r in rows], dtype=torch.long).reshape(n, width)
+        uniforms = torch.rand(n, width + 1, generator=gen, dtype=F64)
+        if trial % 5 == 0:
+            uniforms = torch.where(uniforms < 0.5, 0.0, ALMOST_ONE).to(F64)
+        choice, drawn, empty = decide_rows(probs, children, uniforms[:, :width], uniforms[:, width])
+        assert not empty.any()
+        for r in range(n):
+            token, hit = decide_position(probs[r], torch.tensor(rows[r], dtype=torch.long),
+                                         uniforms[r, None, : len(rows[r])], uniforms[r, width, None])
+            got = rows[r][int(choice[r])] if int(choice[r]) >= 0 else int(drawn[r])
+            assert (got, int(choice[r]) >= 0) == (int(token[0]), bool(hit[0])), (trial, r)
+
+
+def test_decide_rows_flags_a_law_without_mass():
+    from strategies.verifier_sampling import decide_rows
+
+    probs = torch.softmax(torch.tensor([[0.0, 1.0], [-math.inf, -math.inf]], dtype=F64), -1)  # row 1: NaN
+    choice, _, empty = decide_rows(probs, torch.tensor([[1], [-1]]), torch.zeros(2, 1, dtype=F64),
+                                   torch.full((2,), 0.5, dtype=F64))
+    assert empty.tolist() == [False, True] and int(choice[0]) == 0
+
+
+@settings(max_examples=60)
+@given(st.integers(0, 2**31 - 1))
+def test_the_one_pass_walk_gives_the_walks_verdict_on_the_same_uniforms(seed):
+    """Random ragged trees (the empty one included), token 0 among the children."""
+    from framework.layout import build_draft_tree
+    from strategies.verifier_sampling import walk_tree, walk_tree_at_once
+
+    gen = torch.Generator().manual_seed(seed)
+    vocab = 4
+    drafts = list(dict.fromkeys(
+        tuple(torch.randint(vocab, (int(torch.randint(1, 4, (1,), generator=gen)),), generator=gen).tolist())
+        for _ in range(int(torch.randint(0, 6, (1,), generator=gen)))))
+    tree = build_draft_tree(drafts)
+    scores = torch.randn(1 + tree.size, vocab, generator=gen, dtype=F64) * 2  # [1 + n, V]
+    leaves, depth = tree.draft_nodes.shape
+    uniforms = torch.rand(depth + 1, leaves + 1, generator=gen, dtype=F64)
+    calls = []
+
+    def node_scores(nodes):
+        calls.append(list(nodes))
+        return scores[[1 + n for n in nodes]]
+
+    walked = walk_tree(scores[0], tree, lambda nodes: scores[[1 + n for n in nodes]], uniforms)
+    at_once = walk_tree_at_once(scores[0], tree, node_scores, uniforms)
+    assert at_once == walked
+    assert calls == ([list(range(tree.size))] if tree.size else [])  # every node's row, read once
+
+
+def test_the_verifier_takes_one_pass_when_asked_and_raises_on_a_law_without_mass():
+    from framework.layout import build_draft_tree
+
+    tree = build_draft_tree([(1, 2), (1, 3), (0,)])
+    scores = torch.randn(1 + tree.size, 5, generator=torch.Generator().manual_seed(0))
+    node_scores = lambda nodes: scores[[1 + n for n in nodes]]  # noqa: E731
+    walk = SamplingVerifier(SamplingVerifier.Params())
+    once = SamplingVerifier(SamplingVerifier.Params(one_pass=True))
+    for seed in range(30):
+        expected = walk.verify_tree(scores[0], tree, node_scores, torch.Generator().manual_seed(seed))
+        assert once.verify_tree(scores[0], tree, node_scores, torch.Generator().manual_seed(seed)) == expected
+    dead = torch.full((5,), -math.inf)
+    with pytest.raises(ValueError, match="no mass"):
+        once.verify_tree(dead, tree, node_scores, torch.Generator())
