@@ -1,9 +1,10 @@
-"""Time the LM head's projection of k rows through the module's [V, H] weight and through a
-[H, V] copy (framework.head.RowHead), on this machine:
+"""Time the LM head's projection of k rows through the module's [V, H] weight, through a
+[H, V] copy and as a chunked [V, k] product transposed to [k, V] (framework.head.RowHead's
+three ways), on this machine:
 
     python -m experiments.head_layout --threads 2
 
-Prints the median milliseconds per projection for k = 1, 2, 4, 8, 15, 16, 20, 24 (20 runs each,
+Prints the median milliseconds per projection for k = 1, 2, 3, 4, 8, 16, 24, 32 (20 runs each,
 interleaved), then the argmax over 15 freshly projected rows (a W=15 window's top level): ``torch.argmax``
 against ``framework.argmax.argmax_rows``.
 """
@@ -40,11 +41,14 @@ def run(args: argparse.Namespace) -> int:
     module = model.get_output_embeddings()
     row_head = RowHead(module)
     print(f"head {tuple(module.weight.shape)} {module.weight.dtype} | {model.device}, {threads}")
-    for rows in (1, 2, 4, 8, 15, 16, 20, 24):
+    ways = {"[V, H] module": module}
+    if row_head.weight is not None:  # a plain linear head on the CPU
+        ways.update({"[H, V] copy": row_head.by_copy, "[V, k] chunked": row_head.by_chunks})
+    for rows in (1, 2, 3, 4, 8, 16, 24, 32):
         hidden = torch.randn(rows, module.weight.shape[1], dtype=module.weight.dtype, device=model.device)
-        times = {"[V, H] module": [], "[H, V] copy": []}
+        times = {name: [] for name in ways if rows > 1 or name != "[V, k] chunked"}
         for _ in range(args.runs):
-            for name, head in (("[V, H] module", module), ("[H, V] copy", lambda h: h @ row_head.weight_t)):
+            for name, head in ((name, ways[name]) for name in times):
                 start = time.perf_counter()
                 head(hidden)
                 times[name].append(time.perf_counter() - start)

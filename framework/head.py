@@ -38,29 +38,55 @@ def split_head(model):
 
 
 class RowHead:
-    """The LM head as the engine applies it to a few rows. On a CPU, one or two rows of a linear
-    head go through a ``[H, V]`` copy of its weight: on this project's 2-core machine (MKL, 2
-    threads, SmolLM2's 49k x 576 head; ``python -m experiments.head_layout --threads 2``, numbers
-    in docs/results.md) one row took about half the module's time through its ``[V, H]`` weight,
-    two rows too, while from 4 rows on the module was as fast, so it keeps those. The copy costs
+    """The LM head as the engine applies it to a few rows. On a CPU a plain linear head ``[V, H]``
+    projects ``k`` rows three ways, each the fastest for its ``k`` on this project's 2-core machine
+    (MKL, 2 threads, SmolLM2's 49k x 576 head; ``python -m experiments.head_layout --threads 2``,
+    numbers in docs/results.md):
+
+        k = 1                 ``rows @ W^T`` through a ``[H, V]`` copy of the weight (about half the
+                              module's time: one pass over the weight)
+        2 <= k <= MAX_ROWS    ``W @ rows^T`` in chunks of ``chunk`` vocabulary rows into a ``[V, k]``
+                              block, then transposed to ``[k, V]``: the module's own ``rows @ W^T``
+                              with few rows was two to five times slower here
+        k > MAX_ROWS          the module
+
+    The results equal the module's to float rounding (summation order differs). The copy costs
     the head's size in memory once; elsewhere (CUDA) the module runs as it is. Built per engine:
     retrain the weights, rebuild it.
     """
 
-    MAX_ROWS = 2  # rows projected through the copy; more go through the module
+    MAX_ROWS = 32  # rows projected as [V, k]; more go through the module
+    FREE_ROWS = 4  # rows that cost about what one does ([V, k] chunks): a caller may fill a call up to it
 
-    def __init__(self, head) -> None:
+    def __init__(self, head, chunk: int = 4096) -> None:
         self.head = head
+        self.chunk = chunk  # vocabulary rows per matrix product of the [V, k] path
         weight = getattr(head, "weight", None)
         plain = isinstance(head, torch.nn.Linear) and weight is not None and weight.device.type == "cpu"
+        self.weight = weight.detach() if plain else None  # [V, H]
         self.weight_t = weight.detach().t().contiguous() if plain else None  # [H, V]
         self.bias = head.bias.detach() if plain and head.bias is not None else None
+        self.free_rows = self.FREE_ROWS if plain else 1
 
     def __call__(self, rows: torch.Tensor) -> torch.Tensor:  # [k, H] -> [k, V]
-        if self.weight_t is None or rows.shape[0] > self.MAX_ROWS:
+        count = rows.shape[0]
+        if self.weight is None or count > self.MAX_ROWS or count == 0:
             return self.head(rows)
+        return self.by_copy(rows) if count == 1 else self.by_chunks(rows)
+
+    def by_copy(self, rows: torch.Tensor) -> torch.Tensor:  # [k, H] -> [k, V]
         logits = rows @ self.weight_t
         return logits if self.bias is None else logits + self.bias
+
+    def by_chunks(self, rows: torch.Tensor) -> torch.Tensor:  # [k, H] -> [k, V]
+        vocab = self.weight.shape[0]
+        block = torch.empty(vocab, rows.shape[0], dtype=rows.dtype)  # [V, k]
+        columns = rows.t()  # [H, k]
+        for start in range(0, vocab, self.chunk):
+            torch.mm(self.weight[start : start + self.chunk], columns, out=block[start : start + self.chunk])
+        if self.bias is not None:
+            block += self.bias[:, None]
+        return block.t().contiguous()
 
 
 class StepOutputs:
@@ -75,11 +101,15 @@ class StepOutputs:
     longer in cache: one read instead of one per row) and kept.
     """
 
-    def __init__(self, rows: torch.Tensor, slot_rows: dict[int, int] | None, head=None, stats=None) -> None:
+    def __init__(self, rows: torch.Tensor, slot_rows: dict[int, int] | None, head=None, stats=None,
+                 companions=None) -> None:
         self.rows = rows  # [R, V] kept logits, or [q, H] hidden states when head is set
         self.slot_rows = slot_rows  # slot -> row of `rows` (None: row = slot)
         self.head = head
         self.stats = stats
+        # slot, count -> up to count other slots likely read next: projected along with a slot the
+        # caller asks for while the head's call has rows to spare (head.free_rows)
+        self.companions = companions
         self._kept: dict[int, tuple[torch.Tensor, int]] = {}  # slot -> (projected block [k, V], row)
         self._choices: dict[int, int] = {}  # slot -> argmax of its logits
 
@@ -98,7 +128,7 @@ class StepOutputs:
             block, rows = kept[0][0], [k[1] for k in kept]
             return block[rows[0] : rows[0] + len(rows)] if rows == list(range(rows[0], rows[0] + len(rows))) \
                 else block[rows]
-        return self._keep(slots)
+        return self._keep(self._with_companions(slots))[: len(slots)]
 
     def choices(self, slots: list[int] | range) -> list[int]:
         """``argmax`` of each slot's logits (the first maximal index): one pass over each kept block
@@ -111,8 +141,16 @@ class StepOutputs:
             self._choices.update((s, tokens[row]) for s, (b, row) in self._kept.items() if b is block)
         loose = [slot for slot in missing if slot not in self._kept]
         if loose:
-            self._keep(loose, choices=True)
+            self._keep(self._with_companions(loose), choices=True)
         return [self._choices[slot] for slot in slots]
+
+    def _with_companions(self, slots: list[int]) -> list[int]:
+        """``slots`` and, up to the rows a head call has to spare, the slots likely read after them."""
+        spare = (getattr(self.head, "free_rows", 1) - len(slots)) if self.companions is not None else 0
+        if spare <= 0:
+            return slots
+        extra = [s for s in self.companions(slots[-1], spare + len(slots)) if s not in self._kept and s not in slots]
+        return slots + extra[:spare]
 
     def _keep(self, slots: list[int], choices: bool = False) -> torch.Tensor:  # [k, V]
         block = self._compute(slots)

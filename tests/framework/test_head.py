@@ -1,5 +1,6 @@
 """``RowHead``: the engine's projection of a few rows equals the head module's (to float rounding),
-through a [H, V] copy for one or two rows on CPU and through the module for more;
+through a [H, V] copy for one row on CPU, as a chunked [V, k] product for up to MAX_ROWS and
+through the module for more;
 ``StepOutputs`` projects a block once, keeps it and its argmaxes (equal to ``torch.argmax``)."""
 
 from __future__ import annotations
@@ -26,6 +27,19 @@ def test_logits_and_choices_match_the_module(rows, bias):
         torch.testing.assert_close(RowHead(head)(hidden), expected, atol=1e-5, rtol=1e-5)
         outputs = StepOutputs(hidden, None, RowHead(head))
         assert outputs.choices(range(rows)) == expected.argmax(dim=-1).tolist()
+
+
+@pytest.mark.parametrize("chunk", [7, 40, 96, 4096])  # chunks that divide 96, leave a remainder, span it
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_chunked_block_equals_the_module_for_every_row_count(chunk, bias):
+    head = linear(96, hidden=16, bias=bias, seed=3)
+    row_head = RowHead(head, chunk=chunk)
+    for rows in range(1, RowHead.MAX_ROWS + 3):
+        hidden = torch.randn(rows, 16, generator=torch.Generator().manual_seed(rows))
+        with torch.no_grad():
+            got = row_head(hidden)
+            assert got.shape == (rows, 96) and got.is_contiguous()
+            torch.testing.assert_close(got, head(hidden), atol=1e-5, rtol=1e-5)
 
 
 def test_the_copy_serves_few_rows_and_the_module_more():
@@ -62,3 +76,45 @@ def test_step_outputs_project_once_and_keep_logits_and_choices():
         assert calls == [4]
         assert outputs.choices([3]) == [int(head(hidden[3]).argmax())]
         assert calls == [4, 1]
+
+
+class CountingHead:
+    """A RowHead that records the rows of each call (free_rows as the real one's)."""
+
+    def __init__(self, head) -> None:
+        self.row_head, self.calls = RowHead(head), []
+        self.free_rows = self.row_head.free_rows
+
+    def __call__(self, rows):
+        self.calls.append(rows.shape[0])
+        return self.row_head(rows)
+
+
+def test_a_loose_row_brings_its_companions_up_to_the_free_rows():
+    """Reading slot 2 alone projects it with the first three companions not yet kept (the call's
+    free rows); reading those afterwards costs no call; a loose slot's logits come back alone."""
+    head = linear(96)
+    counting = CountingHead(head)
+    assert counting.free_rows == RowHead.FREE_ROWS == 4
+    hidden = torch.randn(10, 8, generator=torch.Generator().manual_seed(0))
+    asked = []
+    likely = {2: [5, 2, 6, 7, 8], 9: [6, 8, 7, 3]}
+    outputs = StepOutputs(hidden, None, counting, companions=lambda slot, count: asked.append((slot, count)) or
+                          likely[slot][:count])
+    with torch.no_grad():
+        outputs.project([0, 1])
+        assert outputs.choices([2]) == [int(head(hidden[2]).argmax())]
+        assert counting.calls == [2, 4] and asked == [(2, 4)]  # 2 + companions 5, 6, 7 (2 itself skipped)
+        assert outputs.choices([5, 6, 7]) == head(hidden[[5, 6, 7]]).argmax(dim=-1).tolist()
+        assert counting.calls == [2, 4]
+        rows = outputs.logits([9])
+        assert rows.shape == (1, 96) and counting.calls == [2, 4, 3]  # 9 + 8 and 3 (6 and 7 are kept)
+        torch.testing.assert_close(rows, head(hidden[[9]]), atol=1e-5, rtol=1e-5)
+
+
+def test_without_spare_rows_no_companion_is_asked():
+    head = torch.nn.Sequential(torch.nn.Linear(8, 12))  # not a plain linear: one row is one row
+    assert RowHead(head).free_rows == 1
+    outputs = StepOutputs(torch.randn(4, 8), None, RowHead(head), companions=lambda *_: pytest.fail("asked"))
+    with torch.no_grad():
+        outputs.choices([1])

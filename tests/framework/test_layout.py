@@ -111,3 +111,15 @@ def test_layout_mask_and_depths_match_a_walk_up_the_parents(drafts, width, level
     assert torch.equal(layout.tree_mask, mask)
     assert layout.depths.tolist() == depths
     assert layout.size == 1 + layout.draft_nodes + layout.width * layout.levels
+
+
+def test_likely_below_ranks_a_subtree_by_value_and_ties_by_creation():
+    from framework.layout import likely_below, tree_from_nodes
+
+    tree = tree_from_nodes([5, 6, 7, 9, 8], [-1, 0, 1, 1, -1], values=[0.8, 0.4, 0.1, 0.3, 0.3])
+    assert likely_below(tree, 0, 2) == [1, 3]  # 6 (0.4), then 9 (0.3); 8 is not below 5
+    assert likely_below(tree, -1, 3) == [0, 1, 3]  # 9 before 8 at 0.3: created first
+    assert likely_below(tree, 1, 5) == [3, 2]
+    assert likely_below(tree, 2, 3) == [] and likely_below(tree, 0, 0) == []
+    plain = tree_from_nodes([5, 6, 7], [-1, 0, -1])  # no values: creation order
+    assert likely_below(plain, -1, 2) == [0, 1]
