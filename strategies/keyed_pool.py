@@ -8,6 +8,7 @@ entry)``, lowest goes), and whether re-adding an existing n-gram refreshes it (`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import islice
 from typing import ClassVar
 
 from strategies.base import PoolPolicy
@@ -24,6 +25,10 @@ class Entry:
 class KeyedPool(PoolPolicy):
     refresh_on_add: ClassVar[bool] = True
     bounded: ClassVar[bool] = True
+    # True for a policy whose rank and victim keys are both ``(entry.used,)`` (LRU): each key's
+    # entries are then kept in use order (a use moves an entry last), so the victim is the first
+    # and the offer the last ones reversed, with no scan or sort per call; the same choices
+    use_ordered: ClassVar[bool] = False
 
     def __init__(self, params, *, ngram: int, guess_set: int) -> None:
         super().__init__(params, ngram=ngram, guess_set=guess_set)
@@ -47,9 +52,14 @@ class KeyedPool(PoolPolicy):
         if entry is not None:
             if self.refresh_on_add:
                 entry.used = self._tick
+                if self.use_ordered:
+                    entries[draft] = entries.pop(draft)
             return
         if self.bounded and len(entries) >= self.capacity:
-            victim = min(entries, key=lambda d: self.victim_key(d, entries[d]))
+            if self.use_ordered:
+                victim = next(iter(entries))
+            else:
+                victim = min(entries, key=lambda d: self.victim_key(d, entries[d]))
             del entries[victim]
         entries[draft] = Entry(source=source, added=self._tick, used=self._tick)
 
@@ -57,17 +67,22 @@ class KeyedPool(PoolPolicy):
         entries = self._table.get(key)
         if not entries or limit <= 0:
             return []
+        if self.use_ordered:
+            return [(draft, entry.source) for draft, entry in islice(reversed(entries.items()), limit)]
         ranked = sorted(entries.items(), key=lambda item: self.rank_key(*item), reverse=True)
         return [(draft, entry.source) for draft, entry in ranked[:limit]]
 
     def feedback(self, key: int, draft: tuple[int, ...] | None, accepted: int) -> None:
         if draft is None or accepted <= 0:
             return
-        entry = self._table.get(key, {}).get(draft)
+        entries = self._table.get(key, {})
+        entry = entries.get(draft)
         if entry is not None:
             self._tick += 1
             entry.hits += 1
             entry.used = self._tick
+            if self.use_ordered:
+                entries[draft] = entries.pop(draft)
 
     def reset(self) -> None:
         self._table.clear()
@@ -77,5 +92,6 @@ class KeyedPool(PoolPolicy):
         return sum(len(entries) for entries in self._table.values())
 
     def drafts_for(self, key: int) -> list[tuple[int, ...]]:
-        """Every stored draft of ``key`` in insertion order (for inspection and tests)."""
+        """Every stored draft of ``key`` in storage order: insertion order, or use order for a
+        ``use_ordered`` policy (for inspection and tests)."""
         return list(self._table.get(key, {}))

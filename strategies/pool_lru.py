@@ -9,5 +9,7 @@ from strategies.keyed_pool import KeyedPool
 
 @register("pool", "lru")
 class LRUPool(KeyedPool):
+    use_ordered = True  # rank and victim are the base class's (entry.used,): kept in use order
+
     class Params(PoolPolicy.Params):
         name: Literal["lru"] = "lru"

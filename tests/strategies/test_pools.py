@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from framework import LookaheadConfig, LookaheadEngine
@@ -113,3 +113,29 @@ def test_prompt_seeding_offers_prompt_ngrams_on_the_first_step(name):
         model, LookaheadConfig(window=0, ngram=4, guess_set=2, harvest_output=False, sources=["ngram"],
                                pool={"name": name, "seed_from_prompt": False}))
     assert unseeded.generate(prompt, max_new_tokens=4).stats.drafts[0] == 0
+
+
+@given(ops=st.lists(st.tuples(st.sampled_from(["add", "win", "offer"]), st.integers(0, 1), st.integers(0, 2),
+                              st.integers(0, 1)), max_size=80),
+       capacity=st.integers(1, 4), limit=st.integers(0, 5))
+@example(ops=[("add", 0, 1, 1), ("add", 0, 2, 1), ("win", 0, 1, 1), ("add", 0, 0, 0), ("add", 0, 2, 0)],
+         capacity=3, limit=3)  # a win reorders the offer and decides the next victim
+def test_lru_in_use_order_chooses_what_the_generic_scan_and_sort_choose(ops, capacity, limit):
+    """LRU keeps entries in use order (victim first, offer reversed); the base class's scan for
+    the least used and sort by use, on the same operations, evict and offer the same."""
+    from strategies.pool_lru import LRUPool
+
+    class ScannedLRU(LRUPool):
+        use_ordered = False
+
+    fast = make("lru", capacity)
+    slow = ScannedLRU(fast.params, ngram=3, guess_set=3)
+    for op, key, a, b in ops:
+        if op == "add":
+            fast.add(key, (a, b), "lookahead")
+            slow.add(key, (a, b), "lookahead")
+        elif op == "win":
+            fast.feedback(key, (a, b), 1)
+            slow.feedback(key, (a, b), 1)
+        assert fast.offer(key, limit) == slow.offer(key, limit)
+        assert set(fast.drafts_for(key)) == set(slow.drafts_for(key))
