@@ -294,7 +294,7 @@ class LookaheadEngine:
         root = run.root
         tokens = self._cut(run, verdict)
         accepted = set(verdict.path)
-        depths = layout.depths.tolist()
+        depths = layout.depth_list
         self.cache.commit(run.past_length, [layout.node_slot(n) for n in verdict.path[: len(tokens) - 1]])
         run.tokens.extend(tokens)
         outcome = StepOutcome(

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from framework.argmax import argmax_rows
+from framework.argmax import argmax_list
 
 # model types whose CausalLM forward is `logits = self.lm_head(hidden_states)` (read in transformers
 # 5.24; a new type joins only after its modeling file is read the same way)
@@ -137,7 +137,7 @@ class StepOutputs:
         missing = [slot for slot in slots if slot not in self._choices]
         blocks = {id(self._kept[s][0]): self._kept[s][0] for s in missing if s in self._kept}
         for block in blocks.values():
-            tokens = argmax_rows(block).tolist()
+            tokens = argmax_list(block)
             self._choices.update((s, tokens[row]) for s, (b, row) in self._kept.items() if b is block)
         loose = [slot for slot in missing if slot not in self._kept]
         if loose:
@@ -156,7 +156,7 @@ class StepOutputs:
         block = self._compute(slots)
         self._kept.update((slot, (block, i)) for i, slot in enumerate(slots))
         if choices:
-            self._choices.update(zip(slots, argmax_rows(block).tolist()))
+            self._choices.update(zip(slots, argmax_list(block)))
         return block
 
     def _compute(self, slots: list[int]) -> torch.Tensor:  # [k, V]

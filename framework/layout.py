@@ -78,19 +78,15 @@ def likely_below(tree: DraftTree, node: int, count: int) -> list[int]:
 
 def tree_from_nodes(tokens: list[int], parents: list[int], **tags) -> DraftTree:
     """A ``DraftTree`` from nodes in parents-first order, with its leaf paths."""
+    paths: list[tuple[int, ...]] = []  # each node's path from the root: its parent's, then itself
+    for node, parent in enumerate(parents):
+        paths.append((paths[parent] if parent >= 0 else ()) + (node,))
     has_child = set(parents)
-    paths = []
-    for node in range(len(tokens)):
-        if node in has_child:
-            continue
-        path = [node]
-        while parents[path[-1]] >= 0:
-            path.append(parents[path[-1]])
-        paths.append(path[::-1])
-    length = max((len(p) for p in paths), default=0)
-    rows = [p + [-1] * (length - len(p)) for p in paths]
-    draft_nodes = torch.tensor(rows, dtype=torch.long).reshape(len(rows), length)
-    return DraftTree(tuple(tokens), tuple(parents), draft_nodes, **{k: tuple(v) for k, v in tags.items()})
+    leaves = [path for node, path in enumerate(paths) if node not in has_child]
+    rows = np.full((len(leaves), max(map(len, leaves), default=0)), -1, dtype=np.int64)  # [g, L]
+    for row, path in enumerate(leaves):
+        rows[row, : len(path)] = path
+    return DraftTree(tuple(tokens), tuple(parents), torch.from_numpy(rows), **{k: tuple(v) for k, v in tags.items()})
 
 
 def build_draft_tree(drafts: list[tuple[int, ...]]) -> DraftTree:
@@ -123,6 +119,7 @@ class StepLayout:
     parents: tuple[int, ...]  # [q] parent slot of each slot, -1 for the root
     depths: torch.Tensor  # [q] depth below the root (position = past_length + depth)
     tree_mask: torch.Tensor  # [q, q] bool, True where slot i may attend to slot j
+    depth_list: tuple[int, ...] = ()  # [q] the depths as Python ints (bookkeeping reads them so)
 
     @property
     def size(self) -> int:
@@ -216,13 +213,15 @@ def step_layout(width: int, levels: int, node_parents: tuple[int, ...] = ()) -> 
     mask[:start, :start] = _ancestor_array(tree_parents)
     mask[start:, 0] = window_mask[1:, 0]
     mask[start:, start:] = window_mask[1:, 1:]
+    depths = _depths(tree_parents) + list(window_depths[1:])
     return StepLayout(
         width=width,
         levels=levels,
         draft_nodes=len(node_parents),
         parents=tuple(parents),
-        depths=torch.tensor(_depths(tree_parents) + list(window_depths[1:]), dtype=torch.long),
+        depths=torch.tensor(depths, dtype=torch.long),
         tree_mask=torch.from_numpy(mask),
+        depth_list=tuple(depths),
     )
 
 

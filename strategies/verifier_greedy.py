@@ -10,7 +10,7 @@ from typing import Literal
 
 import torch
 
-from framework.argmax import argmax_rows
+from framework.argmax import argmax_list, argmax_rows
 from strategies.base import StrategyParams, Verdict, Verifier, register
 
 
@@ -53,7 +53,7 @@ class GreedyVerifier(Verifier):
         """Walk down the draft tree along the argmax: reads one node row per accepted token."""
         if choices is None:
             def choices(nodes):  # the argmax of each node's scores
-                return argmax_rows(node_scores(nodes)).tolist()
+                return argmax_list(node_scores(nodes))
             root_choice = int(argmax_rows(root_scores))
         else:
             root_choice = choices([-1])[0]

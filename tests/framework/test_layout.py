@@ -12,7 +12,7 @@ def test_hand_written_layout_w3_n3_g2():
     layout = step_layout(3, 2, chain_parents(2, 2))
     #             root d0t0 d0t1 d1t0 d1t1 (0,0) (0,1) (0,2) (1,0) (1,1) (1,2)
     assert layout.parents == (-1, 0, 1, 0, 3, 0, 5, 6, 5, 6, 7)
-    assert layout.depths.tolist() == [0, 1, 2, 1, 2, 1, 2, 3, 2, 3, 4]
+    assert layout.depths.tolist() == list(layout.depth_list) == [0, 1, 2, 1, 2, 1, 2, 3, 2, 3, 4]
     visible = {
         0: {0}, 1: {0, 1}, 2: {0, 1, 2}, 3: {0, 3}, 4: {0, 3, 4},
         5: {0, 5}, 6: {0, 5, 6}, 7: {0, 5, 6, 7},
@@ -109,7 +109,7 @@ def test_layout_mask_and_depths_match_a_walk_up_the_parents(drafts, width, level
     assert layout.parents == tuple(layout_parents(layout.width, layout.levels, tree.parents))  # one pass, in order
     mask, depths = reference_layout(layout)
     assert torch.equal(layout.tree_mask, mask)
-    assert layout.depths.tolist() == depths
+    assert layout.depths.tolist() == list(layout.depth_list) == depths
     assert layout.size == 1 + layout.draft_nodes + layout.width * layout.levels
 
 
