@@ -164,7 +164,7 @@ class StepOutputs:
         if self.head is not None and index and index == list(range(index[0], index[0] + len(index))):
             picked = self.rows[index[0] : index[0] + len(index)]  # consecutive hidden rows: a view
         else:
-            picked = self.rows[torch.tensor(index, dtype=torch.long, device=self.rows.device)]
+            picked = self.rows[index]  # a list index: torch builds the index tensor itself
         if self.head is not None:
             start = time.perf_counter()
             picked = self.head(picked)
