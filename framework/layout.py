@@ -184,10 +184,11 @@ def window_part(width: int, levels: int) -> tuple[tuple[int, ...], tuple[int, ..
     depths and ancestor mask ``# [1 + W*L, 1 + W*L]``. The same every step of a shape, so built
     once; ``step_layout`` places it after the draft tree."""
     parents = layout_parents(width, levels, ())
-    return tuple(parents), tuple(_depths(parents)), _ancestor_array(parents)
+    return tuple(parents), tuple(slot_depths(parents)), _ancestor_array(parents)
 
 
-def _depths(parents: list[int]) -> list[int]:
+def slot_depths(parents: list[int]) -> list[int]:
+    """Depth of each slot below the root (slot 0), given parents that precede their children."""
     depths = [0] * len(parents)
     for slot, parent in enumerate(parents):
         depths[slot] = 0 if parent < 0 else depths[parent] + 1
@@ -213,7 +214,7 @@ def step_layout(width: int, levels: int, node_parents: tuple[int, ...] = ()) -> 
     mask[:start, :start] = _ancestor_array(tree_parents)
     mask[start:, 0] = window_mask[1:, 0]
     mask[start:, start:] = window_mask[1:, 1:]
-    depths = _depths(tree_parents) + list(window_depths[1:])
+    depths = slot_depths(tree_parents) + list(window_depths[1:])
     return StepLayout(
         width=width,
         levels=levels,

@@ -10,6 +10,7 @@ from typing import Literal
 
 import torch
 
+from framework.layout import slot_depths
 from strategies.base import StrategyParams, Verdict, Verifier, register
 
 
@@ -31,19 +32,15 @@ def decide_position(
     Example: target [0.5, 0.3, 0.2], candidates [1, 0], u = [0.9, 0.4], s = 0.7: token 1 is
     rejected (0.9 * 1.0 >= 0.3), token 0 accepted (0.4 * 0.7 < 0.5): returns (0, True).
     """
-    sampled = sample_excluding(target_probs, candidates, sample_uniforms)  # [n]
+    runs = sample_uniforms.shape[0]
+    choice, sampled, empty = decide_rows(target_probs.expand(runs, -1), candidates.expand(runs, -1),
+                                         accept_uniforms, sample_uniforms)
+    hit = choice >= 0  # [n]
+    if bool((empty & ~hit).any()):
+        raise ValueError("the target law has no mass: every score is -inf or NaN")
     if len(candidates) == 0:
-        return sampled, torch.zeros_like(sampled, dtype=torch.bool)
-    cand_probs = target_probs[candidates]  # [k]
-    spent = torch.cumsum(cand_probs, 0).roll(1, 0)  # [k] mass of the candidates tried before
-    spent[0] = 0.0
-    # clamp: rounding can leave 1 - spent a hair below 0 when the candidates hold all the mass
-    mass = (1.0 - spent).clamp(min=0.0)  # [k]
-    accept = (accept_uniforms * mass < cand_probs) & (cand_probs > 0)  # [n, k]
-    hit = accept.any(dim=1)  # [n]
-    first = accept.to(torch.uint8).argmax(dim=1)  # [n] first accepted candidate (0 if none; no bool argmax)
-    tokens = torch.where(hit, candidates[first], sampled)  # [n]
-    return tokens, hit
+        return sampled, hit
+    return torch.where(hit, candidates[choice.clamp(min=0)], sampled), hit
 
 
 def sample_excluding(
@@ -51,26 +48,59 @@ def sample_excluding(
     excluded: torch.Tensor,  # [k]
     uniforms: torch.Tensor,  # [n]
 ) -> torch.Tensor:  # [n] tokens
-    """Inverse-CDF draws from ``target_probs`` with ``excluded`` zeroed and renormalised.
+    """Inverse-CDF draws from ``target_probs`` with ``excluded`` zeroed and renormalised
+    (``draw_excluding_rows`` for one law)."""
+    runs = uniforms.shape[0]
+    drawn, empty = draw_excluding_rows(target_probs.expand(runs, -1), excluded.expand(runs, -1), uniforms)
+    if bool(empty.any()):
+        raise ValueError("the target law has no mass: every score is -inf or NaN")
+    return drawn
 
-    Residual guard: if the excluded tokens hold all the mass (total 0), draw from
-    ``target_probs`` itself. In exact arithmetic that residual is never sampled (the last
-    candidate holding the remaining mass is accepted with probability 1); it is reached only
-    when rounding leaves ``1 - spent`` a few ulps above a candidate's probability, an event of
-    probability ~1e-16, so any valid fallback changes the output law by at most that.
+
+def first_accepted_rows(
+    probs: torch.Tensor,  # [n, V] float64: the law at each row's position
+    children: torch.Tensor,  # [n, K] long: each row's candidates in try order, -1 past them
+    accept_uniforms: torch.Tensor,  # [n, K]
+) -> torch.Tensor:  # [n] index of the accepted candidate, -1 if none
+    """Candidate ``j`` of a row is tried only if ``0..j-1`` were rejected; by then the residual
+    law has mass ``1 - (the mass of the candidates before it)``, so it is accepted iff
+    ``u_j * mass < p(c_j)`` (probability p/mass). The first accepted one wins."""
+    if children.shape[1] == 0:  # no row has a candidate
+        return torch.full((children.shape[0],), -1, dtype=torch.long, device=children.device)
+    valid = children >= 0  # [n, K]
+    cand_probs = probs.gather(1, children.clamp(min=0)) * valid  # [n, K], 0 past the candidates
+    cumulative = torch.cumsum(cand_probs, 1)
+    spent = torch.cat([torch.zeros_like(cumulative[:, :1]), cumulative[:, :-1]], 1)  # [n, K] mass tried before
+    # clamp: rounding can leave 1 - spent a hair below 0 when the candidates hold all the mass
+    mass = (1.0 - spent).clamp(min=0.0)
+    accept = (accept_uniforms * mass < cand_probs) & (cand_probs > 0)  # [n, K]
+    # the first accepted (argmax over uint8: there is no bool argmax), -1 where none is
+    return torch.where(accept.any(dim=1), accept.to(torch.uint8).argmax(dim=1), -1)
+
+
+def draw_excluding_rows(
+    probs: torch.Tensor,  # [n, V]
+    excluded: torch.Tensor,  # [n, K] long, -1 past each row's tokens
+    uniforms: torch.Tensor,  # [n]
+) -> tuple[torch.Tensor, torch.Tensor]:  # drawn [n] tokens, empty [n] (the law has no mass)
+    """Inverse-CDF draws, one per row, from the row's law with its excluded tokens zeroed.
+
+    Residual guard: if the excluded tokens hold all the mass (total 0), draw from the law itself.
+    In exact arithmetic that residual is never sampled (the last candidate holding the remaining
+    mass is accepted with probability 1); it is reached only when rounding leaves ``1 - spent`` a
+    few ulps above a candidate's probability, an event of probability ~1e-16, so any valid
+    fallback changes the output law by at most that. ``empty``: the law itself has no mass.
     """
-    residual = target_probs.clone()
-    residual[excluded] = 0.0
-    cdf = torch.cumsum(residual, 0)  # [V] non-decreasing: sums of non-negative terms
-    if not bool(cdf[-1] > 0):
-        cdf = torch.cumsum(target_probs, 0)
-        if not bool(cdf[-1] > 0):
-            raise ValueError("the target law has no mass: every score is -inf or NaN")
-    total = cdf[-1]
+    # zero the excluded tokens (counted, so a padding index never clears a real one)
+    hidden = torch.zeros_like(probs).scatter_add_(1, excluded.clamp(min=0), (excluded >= 0).to(probs.dtype)) > 0
+    residual = probs.masked_fill(hidden, 0.0)  # [n, V]
+    drained = ~(residual.sum(1) > 0)  # non-negative terms: 0 (or NaN) only if none is positive
+    cdf = torch.cumsum(torch.where(drained[:, None], probs, residual), 1)  # [n, V] non-decreasing
+    total = cdf[:, -1]  # [n]
     # draw v in [0, total); the first index whose cdf exceeds v has positive probability
     below_total = torch.nextafter(total, torch.zeros_like(total))
     v = torch.minimum(uniforms.to(cdf.dtype) * total, below_total)  # [n]
-    return torch.searchsorted(cdf, v, right=True)
+    return torch.searchsorted(cdf, v[:, None], right=True)[:, 0], ~(total > 0)
 
 
 def decide_rows(
@@ -79,37 +109,15 @@ def decide_rows(
     accept_uniforms: torch.Tensor,  # [n, K]
     sample_uniforms: torch.Tensor,  # [n]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # choice [n], drawn [n], empty [n]
-    """``decide_position`` for ``n`` different positions at once, one run each, all on the device.
+    """One position's accept/reject loop for each of ``n`` rows at once, all on the device.
 
     ``choice[r]`` is the index of the candidate row ``r`` accepts (-1: none), ``drawn[r]`` the
     token its fallback draw gives (from the law with every candidate zeroed, read only when no
     candidate wins) and ``empty[r]`` whether its law has no mass at all (an error if reached).
-    The same arithmetic as ``decide_position`` and ``sample_excluding``, row by row: exclusive
-    prefix sums of the candidates' probabilities, the same comparisons, the same inverse CDF.
+    ``decide_position`` is this with one law and candidate list for every row.
     """
-    if children.shape[1] == 0:  # no row has a candidate: one padding column keeps the reductions defined
-        children = children.new_full((children.shape[0], 1), -1)
-        accept_uniforms = accept_uniforms.new_zeros((children.shape[0], 1))
-    valid = children >= 0  # [n, K]
-    safe = children.clamp(min=0)
-    cand_probs = probs.gather(1, safe) * valid  # [n, K], 0 past the candidates
-    cumulative = torch.cumsum(cand_probs, 1)
-    spent = torch.cat([torch.zeros_like(cumulative[:, :1]), cumulative[:, :-1]], 1)  # [n, K] mass tried before
-    mass = (1.0 - spent).clamp(min=0.0)
-    accept = (accept_uniforms * mass < cand_probs) & (cand_probs > 0)  # [n, K]
-    hit = accept.any(dim=1)
-    choice = torch.where(hit, accept.to(torch.uint8).argmax(dim=1), -1)  # [n]
-    # the fallback draw: candidates zeroed (counted, so a padding index never clears a real one)
-    excluded = torch.zeros_like(probs).scatter_add_(1, safe, valid.to(probs.dtype)) > 0  # [n, V]
-    cdf = torch.cumsum(probs.masked_fill(excluded, 0.0), 1)  # [n, V]
-    drained = ~(cdf[:, -1] > 0)  # the residual guard of sample_excluding: draw from the law itself
-    cdf = torch.where(drained[:, None], torch.cumsum(probs, 1), cdf)
-    total = cdf[:, -1]  # [n]
-    empty = ~(total > 0)
-    below_total = torch.nextafter(total, torch.zeros_like(total))
-    v = torch.minimum(sample_uniforms.to(cdf.dtype) * total, below_total)  # [n]
-    drawn = torch.searchsorted(cdf, v[:, None], right=True)[:, 0]  # [n]
-    return choice, drawn, empty
+    drawn, empty = draw_excluding_rows(probs, children, sample_uniforms)
+    return first_accepted_rows(probs, children, accept_uniforms), drawn, empty
 
 
 @register("verifier", "sampling")
@@ -252,11 +260,7 @@ def walk_tree(
         token, hit = decide_position(target_probs, candidates, accept_u, sample_u)
         token, hit = token.item(), hit.item()
         if not hit:  # recovered or bonus token: the step ends
-            row = None
-            if path:
-                row = int((tree.draft_nodes[:, len(path) - 1] == path[-1]).nonzero()[0])
-            return Verdict(tokens=tuple(tree.tokens[n] for n in path) + (token,), row=row, accepted=len(path),
-                           path=tuple(path))
+            return tree_verdict(tree, path, token)
         node = kids[token]
         path.append(node)
         scores = node_scores([node])[0]
@@ -274,9 +278,8 @@ def walk_tree_at_once(
     kids = tree.children()
     leaves = tree.draft_nodes.shape[0]
     nodes = tree.size
-    depth = [0] * (1 + nodes)  # row r: the root (0) or node r - 1; its children are tried at position depth
-    for node, parent in enumerate(tree.parents):
-        depth[1 + node] = depth[1 + parent] + 1 if parent >= 0 else 1
+    # row r: the root (0) or node r - 1, as in a step's slots; its children are tried at its depth
+    depth = slot_depths([-1, *(1 + parent for parent in tree.parents)])
     width = max((len(c) for c in kids.values()), default=0)
     children = [list(kids.get(row - 1, {})) for row in range(1 + nodes)]
     device = root_scores.device
@@ -293,6 +296,12 @@ def walk_tree_at_once(
         row = 1 + node
     if empty[row]:
         raise ValueError("the target law has no mass: every score is -inf or NaN")
-    verdict_row = int((tree.draft_nodes[:, len(path) - 1] == path[-1]).nonzero()[0]) if path else None
-    return Verdict(tokens=tuple(tree.tokens[n] for n in path) + (drawn[row],), row=verdict_row,
-                   accepted=len(path), path=tuple(path))
+    return tree_verdict(tree, path, drawn[row])
+
+
+def tree_verdict(tree, path: list[int], token: int) -> Verdict:
+    """The verdict of a walk that accepted the nodes ``path`` and ends with ``token``; ``row`` is
+    the first leaf path through the last accepted node."""
+    row = int((tree.draft_nodes[:, len(path) - 1] == path[-1]).nonzero()[0]) if path else None
+    return Verdict(tokens=tuple(tree.tokens[n] for n in path) + (token,), row=row, accepted=len(path),
+                   path=tuple(path))

@@ -16,7 +16,7 @@ import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 import framework.cascade as cascade_module
-from framework.attention import sliding_window_limit, tree_attention_mask
+from framework.attention import MaskBuilder, sliding_window_limit, tree_attention_mask
 from framework.cascade import (
     CASCADE,
     attend_with_lse,
@@ -152,14 +152,6 @@ def test_forward_without_a_mask_does_what_sdpa_does(q_len, key_len):
     torch.testing.assert_close(cascade_attention_forward(module, query, key, value, None)[0], expected)
 
 
-def step_mask(model, layout, prefix_len):  # [1, 1, q, P + q] bool, or one per layer type
-    allowed = tree_attention_mask(layout, prefix_len)
-    if "sliding_attention" not in (getattr(model.config, "layer_types", None) or []):
-        return allowed[None, None]
-    sliding = sliding_window_limit(allowed, layout, prefix_len, model.config.sliding_window)
-    return {"full_attention": allowed[None, None], "sliding_attention": sliding[None, None]}
-
-
 def prefill_and_step(model, prefix, step, layout):  # [1, P, V] and [1, q, V] logits
     cache = new_cache()
     with torch.no_grad():
@@ -167,7 +159,7 @@ def prefill_and_step(model, prefix, step, layout):  # [1, P, V] and [1, q, V] lo
         logits = model(
             input_ids=step,
             position_ids=(prefix.shape[1] + layout.depths)[None],  # [1, q]
-            attention_mask=step_mask(model, layout, prefix.shape[1]),
+            attention_mask=MaskBuilder(model)(layout, prefix.shape[1]),  # the engine's own masks
             **{cache_argument(model): cache},
         ).logits
     return prefill, logits

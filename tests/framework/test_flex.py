@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
+import framework.flex as flex_module
 from framework import LookaheadConfig, LookaheadEngine
-from framework.attention import MaskBuilder, tree_attention_mask
+from framework.attention import tree_attention_mask
 from framework.flex import FLEX, block_mask, flex_attention_forward, flex_step_attention, register_flex
-from framework.kv import cache_argument, new_cache
 from framework.layout import chain_parents, step_layout
-from tests.framework.test_cascade import random_step, sdpa
+from tests.framework.test_cascade import prefill_and_step, random_step, sdpa
 from tests.tiny_models import greedy_reference, tiny_model
 
 SHAPES = [  # (P, q, Hq, Hkv, D): GQA 9/3 as the default model; keys across several 128-blocks
@@ -51,19 +51,6 @@ def test_the_block_mask_skips_the_hidden_tail_of_a_preallocated_cache():
         assert mask.kv_indices[0, 0, 0, :visited].tolist() == list(range(visited))
 
 
-def prefill_and_step(model, prefix, step, layout):
-    cache = new_cache()
-    with torch.no_grad():
-        prefill = model(input_ids=prefix, **{cache_argument(model): cache}).logits
-        logits = model(
-            input_ids=step,
-            position_ids=(prefix.shape[1] + layout.depths)[None],
-            attention_mask=MaskBuilder(model)(layout, prefix.shape[1]),
-            **{cache_argument(model): cache},
-        ).logits
-    return prefill, logits
-
-
 @pytest.mark.parametrize("arch", ["llama", "gemma3", "mistral"])
 def test_registered_backend_gives_the_logits_of_sdpa(arch):
     """Prefill (transformers' own causal mask: the SDPA fallback) then an 11-token tree step after
@@ -84,8 +71,6 @@ def test_the_step_really_runs_flex(monkeypatch):
     """One flex call per layer in the step; the prefill (a tensor mask) none."""
     register_flex()
     calls = []
-    import framework.flex as flex_module
-
     real = flex_module.flex_step_attention
     monkeypatch.setattr(flex_module, "flex_step_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
     model = copy.deepcopy(tiny_model("llama"))

@@ -546,22 +546,28 @@ def test_on_ragged_trees_the_first_two_tokens_are_exactly_autoregressive(case):
     assert_first_two_autoregressive([(tokens, p) for (tokens, _), p in law.items()], root, after)
 
 
+def random_tree_step(seed: int, vocab: int, max_drafts: int):
+    """A random ragged tree (0..max_drafts distinct drafts of 1..3 tokens), scores [1 + n, V] for
+    the root and each node, and a uniforms table of the verifier's shape."""
+    from framework.layout import build_draft_tree
+
+    gen = torch.Generator().manual_seed(seed)
+    drafts = list(dict.fromkeys(
+        tuple(torch.randint(vocab, (int(torch.randint(1, 4, (1,), generator=gen)),), generator=gen).tolist())
+        for _ in range(int(torch.randint(0, max_drafts + 1, (1,), generator=gen)))))
+    tree = build_draft_tree(drafts)
+    scores = torch.randn(1 + tree.size, vocab, generator=gen, dtype=F64) * 2  # [1 + n, V]
+    leaves, depth = tree.draft_nodes.shape
+    return tree, scores, torch.rand(depth + 1, leaves + 1, generator=gen, dtype=F64)
+
+
 @settings(max_examples=60)
 @given(st.integers(0, 2**31 - 1))
 def test_walk_tree_matches_the_reference_on_the_same_uniforms(seed):
     """The tensor implementation on random ragged trees, fed the reference's uniforms table."""
-    from framework.layout import build_draft_tree
     from strategies.verifier_sampling import walk_tree
 
-    gen = torch.Generator().manual_seed(seed)
-    vocab = 5
-    drafts = list(dict.fromkeys(
-        tuple(torch.randint(vocab, (int(torch.randint(1, 4, (1,), generator=gen)),), generator=gen).tolist())
-        for _ in range(int(torch.randint(0, 5, (1,), generator=gen)))))
-    tree = build_draft_tree(drafts)
-    scores = torch.randn(1 + tree.size, vocab, generator=gen, dtype=F64) * 2  # [1 + n, V]
-    leaves, depth = tree.draft_nodes.shape
-    uniforms = torch.rand(depth + 1, leaves + 1, generator=gen, dtype=F64)
+    tree, scores, uniforms = random_tree_step(seed, vocab=5, max_drafts=4)
     verdict = walk_tree(scores[0], tree, lambda nodes: scores[[1 + n for n in nodes]], uniforms)
 
     node_of = {(): -1}
@@ -642,18 +648,9 @@ def test_decide_rows_flags_a_law_without_mass():
 @given(st.integers(0, 2**31 - 1))
 def test_the_one_pass_walk_gives_the_walks_verdict_on_the_same_uniforms(seed):
     """Random ragged trees (the empty one included), token 0 among the children."""
-    from framework.layout import build_draft_tree
     from strategies.verifier_sampling import walk_tree, walk_tree_at_once
 
-    gen = torch.Generator().manual_seed(seed)
-    vocab = 4
-    drafts = list(dict.fromkeys(
-        tuple(torch.randint(vocab, (int(torch.randint(1, 4, (1,), generator=gen)),), generator=gen).tolist())
-        for _ in range(int(torch.randint(0, 6, (1,), generator=gen)))))
-    tree = build_draft_tree(drafts)
-    scores = torch.randn(1 + tree.size, vocab, generator=gen, dtype=F64) * 2  # [1 + n, V]
-    leaves, depth = tree.draft_nodes.shape
-    uniforms = torch.rand(depth + 1, leaves + 1, generator=gen, dtype=F64)
+    tree, scores, uniforms = random_tree_step(seed, vocab=4, max_drafts=5)
     calls = []
 
     def node_scores(nodes):
