@@ -15,17 +15,17 @@ import torch
 NUMPY_DTYPES = frozenset({torch.float32, torch.float64, torch.float16})
 
 
-def _numpy_can(scores: torch.Tensor) -> bool:
+def numpy_can(scores: torch.Tensor) -> bool:
     return scores.device.type == "cpu" and scores.dtype in NUMPY_DTYPES and not scores.requires_grad
 
 
 def argmax_rows(scores: torch.Tensor) -> torch.Tensor:  # [..., V] -> [...] long
     """``scores.argmax(dim=-1)``, the same result (first maximal index), fewer cycles on a CPU."""
-    if not _numpy_can(scores):
+    if not numpy_can(scores):
         return scores.argmax(dim=-1)
     return torch.from_numpy(np.asarray(scores.numpy().argmax(axis=-1), dtype=np.int64))
 
 
 def argmax_list(scores: torch.Tensor) -> list[int]:  # [k, V] -> k ints
     """``argmax_rows(scores).tolist()`` without the tensor in between (one call fewer per step)."""
-    return scores.numpy().argmax(axis=-1).tolist() if _numpy_can(scores) else scores.argmax(dim=-1).tolist()
+    return scores.numpy().argmax(axis=-1).tolist() if numpy_can(scores) else scores.argmax(dim=-1).tolist()

@@ -32,13 +32,19 @@ def tree_attention_mask(layout: StepLayout, past_length: int, size: int | None =
         1 1 1 1 0 0      draft token (sees the root)
         1 1 1 0 0 0      padding (attends like the root)
     """
+    return torch.from_numpy(tree_attention_array(layout, past_length, size, columns))
+
+
+def tree_attention_array(layout: StepLayout, past_length: int, size: int | None = None,
+                         columns: int | None = None) -> np.ndarray:  # [size, columns] bool
+    """``tree_attention_mask`` as a NumPy array: built on the host with a few cheap writes."""
     size = layout.size if size is None else size
     columns = past_length + size if columns is None else columns
-    allowed = np.zeros((size, columns), dtype=bool)  # built on the host in NumPy: a few cheap writes
+    allowed = np.zeros((size, columns), dtype=bool)
     allowed[:, :past_length] = True
-    allowed[: layout.size, past_length : past_length + layout.size] = layout.tree_mask.numpy()
+    allowed[: layout.size, past_length : past_length + layout.size] = layout.mask_array
     allowed[layout.size :, past_length] = True
-    return torch.from_numpy(allowed)
+    return allowed
 
 
 def key_positions(layout: StepLayout, past_length: int, columns: int) -> torch.Tensor:  # [columns]
@@ -90,6 +96,8 @@ class MaskBuilder:
         window = getattr(config, "sliding_window", None)
         # a single sliding window over every layer (Mistral-style) when no layer types are given
         self.sliding_window = window if (self.per_layer_type or not layer_types) else None
+        # a bool mask as built, no sliding window: sdpa and cascade
+        self.plain = not (self.additive or self.flex or self.per_layer_type) and self.sliding_window is None
 
     def _encode(self, allowed: torch.Tensor):  # [1, 1, q, k]: a tensor, or a BlockMask for flex
         if self.flex:
@@ -102,6 +110,9 @@ class MaskBuilder:
         return mask[None, None].to(self.device)
 
     def __call__(self, layout: StepLayout, past_length: int, size: int | None = None, columns: int | None = None):
+        if self.plain:  # the common case in one view of a NumPy array (no torch call on a CPU)
+            mask = torch.from_numpy(tree_attention_array(layout, past_length, size, columns)[None, None])
+            return mask if self.device.type == "cpu" else mask.to(self.device)
         allowed = tree_attention_mask(layout, past_length, size, columns)
         if self.per_layer_type:
             sliding = sliding_window_limit(allowed, layout, past_length, self.sliding_window)

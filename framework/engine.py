@@ -24,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import LogitsProcessorList
 
@@ -188,28 +189,32 @@ class LookaheadEngine:
         return layout, tree, Counter(c.source for c in candidates)
 
     def _forward(self, run: Run, layout: StepLayout, tree: DraftTree) -> StepOutputs:
-        tokens = torch.tensor([run.root, *tree.tokens, *run.window.token_list()])  # [q]
+        tokens = [run.root, *tree.tokens, *run.window.token_list()]  # [q]
         return self._feed(tokens, layout, run.past_length, self._lazy(run), run.stats)
 
-    def _feed(self, tokens: torch.Tensor, layout: StepLayout, past_length: int, lazy: bool,
+    def _feed(self, tokens: list[int], layout: StepLayout, past_length: int, lazy: bool,
               stats: DecodeStats) -> StepOutputs:
         """One pass over ``tokens # [q]`` laid out by ``layout`` after ``past_length`` cached
         positions (padded to the step's fixed shape when compiled). Rows are projected to the
         vocabulary only where read: on demand when the head splits off (``lazy``), else the kept
-        rows (``logits_to_keep``)."""
+        rows (``logits_to_keep``). The inputs are built in NumPy: on a CPU each torch call right
+        after a forward (caches flushed) costs tens of microseconds."""
         device = self.device
         size = self.step.size(layout.size)
-        padding = size - layout.size
-        if padding:  # the compiled step's fixed size: padding rows repeat the root at its position
-            ids = torch.cat([tokens, tokens[:1].expand(padding)])  # [size]
-            positions = torch.cat([layout.depths, torch.zeros(padding, dtype=torch.long)]) + past_length
-        else:
-            ids, positions = tokens, layout.depths + past_length  # [size] each
+        step = np.empty((2, size), dtype=np.int64)  # input ids, position ids
+        step[0, : layout.size] = tokens
+        step[0, layout.size :] = tokens[0]  # padding (the compiled step's fixed size) repeats the root
+        step[1, : layout.size] = layout.depth_array
+        step[1, layout.size :] = 0  # at the root's position
+        step[1] += past_length
+        ids, positions = torch.from_numpy(step[0:1]), torch.from_numpy(step[1:2])  # [1, size] each
+        if device.type != "cpu":
+            ids, positions = ids.to(device), positions.to(device)
         columns = self.cache.capacity if self.step.compiled else past_length + size
         self.cache.prepare(past_length, size, None if self.step.compiled else columns, device)
         inputs = {
-            "input_ids": ids[None].to(device),
-            "position_ids": positions[None].to(device),  # [1, size]
+            "input_ids": ids,
+            "position_ids": positions,
             "attention_mask": self.masks(layout, past_length, size, columns),
             self.cache_arg: self.cache,
             "use_cache": True,
@@ -332,7 +337,7 @@ class LookaheadEngine:
         accepted = verdict.path[: len(tokens) - 1]
         record = StepRecord(
             width=layout.width,
-            drafts=tree.draft_nodes.shape[0],
+            drafts=len(tree.rows),
             accepted=len(tokens) - 1,
             emitted=len(tokens),
             source=tree.origins[accepted[-1]] if accepted else SOURCE_NONE,
@@ -446,7 +451,7 @@ class LookaheadEngine:
             self._prefill_tokens(tokens[:prefix])
         layout = step_layout(0, 0, tuple(range(-1, size - 2)))  # the root and a chain of size - 1 nodes
         stats = DecodeStats()
-        outputs = self._feed(tokens[prefix:], layout, prefix, self.split is not None, stats)
+        outputs = self._feed(tokens[prefix:].tolist(), layout, prefix, self.split is not None, stats)
         outputs.logits([0])
         self.step.elapsed(time.perf_counter())  # wait for the device
 

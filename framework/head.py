@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from framework.argmax import argmax_list
+from framework.argmax import numpy_can, argmax_list
 
 # model types whose CausalLM forward is `logits = self.lm_head(hidden_states)` (read in transformers
 # 5.24; a new type joins only after its modeling file is read the same way)
@@ -163,6 +163,8 @@ class StepOutputs:
         index = slots if self.slot_rows is None else [self.slot_rows[s] for s in slots]
         if self.head is not None and index and index == list(range(index[0], index[0] + len(index))):
             picked = self.rows[index[0] : index[0] + len(index)]  # consecutive hidden rows: a view
+        elif numpy_can(self.rows):  # gathered in NumPy: a fraction of a torch index's cost after a forward
+            picked = torch.from_numpy(self.rows.numpy()[index])
         else:
             picked = self.rows[index]  # a list index: torch builds the index tensor itself
         if self.head is not None:

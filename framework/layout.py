@@ -21,7 +21,7 @@ depth 1 + j + l. The two branches never see each other. docs/design.md draws a w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 import torch
@@ -32,13 +32,14 @@ class DraftTree:
     """Drafts merged by shared prefixes (a trie); parents always precede their children.
 
     Example: drafts (5, 6, 7), (5, 6, 9), (8, 1) -> nodes 5 6 7 9 8 1 with parents
-    -1 0 1 1 -1 4; ``draft_nodes`` (one row per leaf, -1 past its end) = [[0, 1, 2], [0, 1, 3],
-    [4, 5, -1]]. ``sources``/``keys`` say which candidate each node came from (attribution).
+    -1 0 1 1 -1 4; ``rows`` (one per leaf) = ((0, 1, 2), (0, 1, 3), (4, 5)), ``draft_nodes`` the
+    same padded with -1: [[0, 1, 2], [0, 1, 3], [4, 5, -1]]. ``sources``/``keys`` say which
+    candidate each node came from (attribution).
     """
 
     tokens: tuple[int, ...]  # [n] token of each node
     parents: tuple[int, ...]  # [n] parent node, -1 for the root
-    draft_nodes: torch.Tensor  # [g, L] node of leaf path i's token t, -1 past the path's end
+    rows: tuple[tuple[int, ...], ...]  # [g][<= L] the nodes of leaf path i, root first
     sources: tuple[str, ...] = ()  # [n] the source of the candidate that placed each node
     keys: tuple = ()  # [n] that candidate's statistic key for the node
     origins: tuple[str, ...] = ()  # [n] finer provenance (e.g. an n-gram's harvest tag)
@@ -47,6 +48,20 @@ class DraftTree:
     @property
     def size(self) -> int:
         return len(self.tokens)
+
+    @cached_property
+    def draft_nodes(self) -> torch.Tensor:  # [g, L] node of leaf path i's token t, -1 past the path's end
+        """``rows`` as a tensor (built when first read: the greedy step's host path never does)."""
+        length = max(map(len, self.rows), default=0)
+        padded = [row + (-1,) * (length - len(row)) for row in self.rows]
+        return torch.tensor(padded, dtype=torch.long).reshape(len(self.rows), length)
+
+    def row_through(self, path: list[int] | tuple[int, ...]) -> int | None:
+        """The first ``draft_nodes`` row that starts with the node path ``path`` (None if empty)."""
+        if not path:
+            return None
+        depth, node = len(path) - 1, path[-1]
+        return next(i for i, row in enumerate(self.rows) if len(row) > depth and row[depth] == node)
 
     def children(self) -> dict[int, dict[int, int]]:
         """parent node (-1: the root) -> {token: child node}, children in creation order."""
@@ -82,11 +97,8 @@ def tree_from_nodes(tokens: list[int], parents: list[int], **tags) -> DraftTree:
     for node, parent in enumerate(parents):
         paths.append((paths[parent] if parent >= 0 else ()) + (node,))
     has_child = set(parents)
-    leaves = [path for node, path in enumerate(paths) if node not in has_child]
-    rows = np.full((len(leaves), max(map(len, leaves), default=0)), -1, dtype=np.int64)  # [g, L]
-    for row, path in enumerate(leaves):
-        rows[row, : len(path)] = path
-    return DraftTree(tuple(tokens), tuple(parents), torch.from_numpy(rows), **{k: tuple(v) for k, v in tags.items()})
+    rows = tuple(path for node, path in enumerate(paths) if node not in has_child)
+    return DraftTree(tuple(tokens), tuple(parents), rows, **{k: tuple(v) for k, v in tags.items()})
 
 
 def build_draft_tree(drafts: list[tuple[int, ...]]) -> DraftTree:
@@ -106,9 +118,7 @@ def build_draft_tree(drafts: list[tuple[int, ...]]) -> DraftTree:
                 parents.append(row[-1] if row else -1)
             row.append(node)
         rows.append(row)
-    length = max((len(d) for d in drafts), default=0)
-    rows = [row + [-1] * (length - len(row)) for row in rows]
-    return DraftTree(tuple(tokens), tuple(parents), torch.tensor(rows, dtype=torch.long).reshape(len(drafts), length))
+    return DraftTree(tuple(tokens), tuple(parents), tuple(map(tuple, rows)))
 
 
 @dataclass(frozen=True)
@@ -117,13 +127,21 @@ class StepLayout:
     levels: int  # window levels fed (<= N-1; fewer while the window fills)
     draft_nodes: int  # n, token-tree nodes of the verification branch
     parents: tuple[int, ...]  # [q] parent slot of each slot, -1 for the root
-    depths: torch.Tensor  # [q] depth below the root (position = past_length + depth)
-    tree_mask: torch.Tensor  # [q, q] bool, True where slot i may attend to slot j
-    depth_list: tuple[int, ...] = ()  # [q] the depths as Python ints (bookkeeping reads them so)
+    depth_list: tuple[int, ...]  # [q] depth below the root (position = past_length + depth)
+    depth_array: np.ndarray  # [q] int64, the same depths (the step's inputs are built in NumPy)
+    mask_array: np.ndarray  # [q, q] bool, True where slot i may attend to slot j
 
     @property
     def size(self) -> int:
         return len(self.parents)
+
+    @property
+    def depths(self) -> torch.Tensor:  # [q] long, a view of depth_array
+        return torch.from_numpy(self.depth_array)
+
+    @property
+    def tree_mask(self) -> torch.Tensor:  # [q, q] bool, a view of mask_array
+        return torch.from_numpy(self.mask_array)
 
     @property
     def window_start(self) -> int:
@@ -215,14 +233,15 @@ def step_layout(width: int, levels: int, node_parents: tuple[int, ...] = ()) -> 
     mask[start:, 0] = window_mask[1:, 0]
     mask[start:, start:] = window_mask[1:, 1:]
     depths = slot_depths(tree_parents) + list(window_depths[1:])
+    depth_array = np.array(depths, dtype=np.int64)
     return StepLayout(
         width=width,
         levels=levels,
         draft_nodes=len(node_parents),
         parents=tuple(parents),
-        depths=torch.tensor(depths, dtype=torch.long),
-        tree_mask=torch.from_numpy(mask),
         depth_list=tuple(depths),
+        depth_array=depth_array,
+        mask_array=mask,
     )
 
 

@@ -263,6 +263,13 @@ class Verdict:
     accepted: int
     path: tuple[int, ...] = ()  # tree verifiers: the accepted draft-tree nodes, root first
 
+    @classmethod
+    def of_walk(cls, tree: Any, path: list[int], token: int) -> Verdict:
+        """The verdict of a tree walk that accepted the nodes ``path`` and ends with ``token``;
+        ``row`` is the first leaf path through the last accepted node."""
+        return cls(tokens=tuple(tree.tokens[n] for n in path) + (token,), row=tree.row_through(path),
+                   accepted=len(path), path=tuple(path))
+
 
 class Verifier(ABC):
     """Checks candidate drafts against the model's own next-token choices.

@@ -63,9 +63,4 @@ class GreedyVerifier(Verifier):
             path.append(child)
             node = child
             choice = choices([node])[0]
-        if not path:
-            return Verdict(tokens=(choice,), row=None, accepted=0)
-        accepted = len(path)
-        row = next(i for i, nodes in enumerate(tree.draft_nodes.tolist()) if nodes[accepted - 1] == path[-1])
-        return Verdict(tokens=tuple(tree.tokens[n] for n in path) + (choice,), row=row, accepted=accepted,
-                       path=tuple(path))
+        return Verdict.of_walk(tree, path, choice)

@@ -260,7 +260,7 @@ def walk_tree(
         token, hit = decide_position(target_probs, candidates, accept_u, sample_u)
         token, hit = token.item(), hit.item()
         if not hit:  # recovered or bonus token: the step ends
-            return tree_verdict(tree, path, token)
+            return Verdict.of_walk(tree, path, token)
         node = kids[token]
         path.append(node)
         scores = node_scores([node])[0]
@@ -296,12 +296,5 @@ def walk_tree_at_once(
         row = 1 + node
     if empty[row]:
         raise ValueError("the target law has no mass: every score is -inf or NaN")
-    return tree_verdict(tree, path, drawn[row])
+    return Verdict.of_walk(tree, path, drawn[row])
 
-
-def tree_verdict(tree, path: list[int], token: int) -> Verdict:
-    """The verdict of a walk that accepted the nodes ``path`` and ends with ``token``; ``row`` is
-    the first leaf path through the last accepted node."""
-    row = int((tree.draft_nodes[:, len(path) - 1] == path[-1]).nonzero()[0]) if path else None
-    return Verdict(tokens=tuple(tree.tokens[n] for n in path) + (token,), row=row, accepted=len(path),
-                   path=tuple(path))
