@@ -201,13 +201,12 @@ class LookaheadEngine:
         after a forward (caches flushed) costs tens of microseconds."""
         device = self.device
         size = self.step.size(layout.size)
-        step = np.empty((2, size), dtype=np.int64)  # input ids, position ids
-        step[0, : layout.size] = tokens
-        step[0, layout.size :] = tokens[0]  # padding (the compiled step's fixed size) repeats the root
-        step[1, : layout.size] = layout.depth_array
-        step[1, layout.size :] = 0  # at the root's position
-        step[1] += past_length
-        ids, positions = torch.from_numpy(step[0:1]), torch.from_numpy(step[1:2])  # [1, size] each
+        ids = np.array(tokens, dtype=np.int64)  # [q]
+        positions = layout.depth_array + past_length  # [q]
+        if size > layout.size:  # the compiled step's fixed size: padding repeats the root at its position
+            ids = np.concatenate([ids, np.full(size - layout.size, tokens[0])])
+            positions = np.concatenate([positions, np.full(size - layout.size, past_length)])
+        ids, positions = torch.from_numpy(ids[None]), torch.from_numpy(positions[None])  # [1, size] each
         if device.type != "cpu":
             ids, positions = ids.to(device), positions.to(device)
         columns = self.cache.capacity if self.step.compiled else past_length + size

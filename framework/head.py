@@ -10,6 +10,7 @@ full forward with ``logits_to_keep``.
 from __future__ import annotations
 
 import time
+from itertools import repeat
 
 import torch
 
@@ -104,6 +105,10 @@ class StepOutputs:
     def __init__(self, rows: torch.Tensor, slot_rows: dict[int, int] | None, head=None, stats=None,
                  companions=None) -> None:
         self.rows = rows  # [R, V] kept logits, or [q, H] hidden states when head is set
+        # hidden rows on a CPU are picked in NumPy: a fraction of a torch index's cost right after
+        # a forward (caches flushed)
+        self._array = rows.numpy() if head is not None and numpy_can(rows) else None  # [q, H]
+        self._float = rows.dtype == torch.float32  # the head's output has the hidden rows' dtype
         self.slot_rows = slot_rows  # slot -> row of `rows` (None: row = slot)
         self.head = head
         self.stats = stats
@@ -154,17 +159,17 @@ class StepOutputs:
 
     def _keep(self, slots: list[int], choices: bool = False) -> torch.Tensor:  # [k, V]
         block = self._compute(slots)
-        self._kept.update((slot, (block, i)) for i, slot in enumerate(slots))
+        self._kept.update(zip(slots, zip(repeat(block), range(len(slots)))))
         if choices:
             self._choices.update(zip(slots, argmax_list(block)))
         return block
 
     def _compute(self, slots: list[int]) -> torch.Tensor:  # [k, V]
         index = slots if self.slot_rows is None else [self.slot_rows[s] for s in slots]
-        if self.head is not None and index and index == list(range(index[0], index[0] + len(index))):
+        if self._array is not None:
+            picked = torch.from_numpy(self._array[index])
+        elif self.head is not None and index and index == list(range(index[0], index[0] + len(index))):
             picked = self.rows[index[0] : index[0] + len(index)]  # consecutive hidden rows: a view
-        elif numpy_can(self.rows):  # gathered in NumPy: a fraction of a torch index's cost after a forward
-            picked = torch.from_numpy(self.rows.numpy()[index])
         else:
             picked = self.rows[index]  # a list index: torch builds the index tensor itself
         if self.head is not None:
@@ -172,4 +177,4 @@ class StepOutputs:
             picked = self.head(picked)
             if self.stats is not None:
                 self.stats.model_seconds += time.perf_counter() - start
-        return picked if picked.dtype == torch.float32 else picked.float()
+        return picked if self._float else picked.float()

@@ -7,6 +7,8 @@ import inspect
 import torch
 from transformers import DynamicCache
 
+from framework.argmax import numpy_can
+
 
 def cache_argument(model) -> str:
     """The forward kwarg carrying the cache: ``cache`` from 5.24 on, ``past_key_values`` before."""
@@ -86,14 +88,22 @@ class StepCache(DynamicCache):
             (target, source), run = moved[0], len(moved)
             consecutive = [s for _, s in moved] == list(range(source, source + run))
             for tensor in tensors:
+                if numpy_can(tensor):  # on a CPU in NumPy: one call, no torch call right after a forward
+                    array = tensor.numpy()  # [..., capacity, D]; NumPy buffers overlapping ranges itself
+                    if consecutive:
+                        kept = slice(past_length + source, past_length + source + run)
+                    else:
+                        kept = [past_length + s for _, s in moved]
+                    array[..., past_length + target : past_length + target + run, :] = array[..., kept, :]
+                    continue
                 axis = tensor.dim() - 2  # the position axis
                 if consecutive:  # through a temporary: the two ranges may overlap
                     kept = tensor.narrow(axis, past_length + source, run).clone()
                     tensor.narrow(axis, past_length + target, run).copy_(kept)
                     continue
-                source = torch.tensor([past_length + s for _, s in moved], device=tensor.device)
-                target = torch.tensor([past_length + o for o, _ in moved], device=tensor.device)
-                tensor.index_copy_(axis, target, tensor.index_select(axis, source))
+                sources = torch.tensor([past_length + s for _, s in moved], device=tensor.device)
+                targets = torch.tensor([past_length + o for o, _ in moved], device=tensor.device)
+                tensor.index_copy_(axis, targets, tensor.index_select(axis, sources))
         self.length = past_length + 1 + len(slots)
 
     def load(self, cache: DynamicCache) -> None:

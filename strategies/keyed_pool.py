@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import islice
-from typing import ClassVar
+from typing import ClassVar, Sequence
 
 from strategies.base import PoolPolicy
 
@@ -46,22 +46,30 @@ class KeyedPool(PoolPolicy):
 
     # PoolPolicy ----------------------------------------------------------------------------
     def add(self, key: int, draft: tuple[int, ...], source: str) -> None:
-        self._tick += 1
-        entries = self._table.setdefault(key, {})
-        entry = entries.get(draft)
-        if entry is not None:
-            if self.refresh_on_add:
-                entry.used = self._tick
-                if self.use_ordered:
-                    entries[draft] = entries.pop(draft)
-            return
-        if self.bounded and len(entries) >= self.capacity:
-            if self.use_ordered:
-                victim = next(iter(entries))
-            else:
-                victim = min(entries, key=lambda d: self.victim_key(d, entries[d]))
-            del entries[victim]
-        entries[draft] = Entry(source=source, added=self._tick, used=self._tick)
+        self.add_many((key,), (draft,), source)
+
+    def add_many(self, keys: Sequence[int], drafts: Sequence[tuple[int, ...]], source: str) -> None:
+        table, refresh, ordered = self._table, self.refresh_on_add, self.use_ordered
+        capacity = self.capacity if self.bounded else None
+        for key, draft in zip(keys, drafts):  # one loop for a step's harvest: a method call per n-gram costs
+            self._tick += 1
+            entries = table.get(key)
+            if entries is None:
+                entries = table[key] = {}
+            entry = entries.get(draft)
+            if entry is not None:
+                if refresh:
+                    entry.used = self._tick
+                    if ordered:
+                        entries[draft] = entries.pop(draft)
+                continue
+            if capacity is not None and len(entries) >= capacity:
+                if ordered:
+                    victim = next(iter(entries))
+                else:
+                    victim = min(entries, key=lambda d: self.victim_key(d, entries[d]))
+                del entries[victim]
+            entries[draft] = Entry(source=source, added=self._tick, used=self._tick)
 
     def offer(self, key: int, limit: int) -> list[tuple[tuple[int, ...], str]]:
         entries = self._table.get(key)

@@ -60,8 +60,9 @@ class NgramSource(DraftSource):
         accepted = tuple(outcome.committed[: outcome.accepted])
         won = next((d for d in self._offered if accepted and d[: len(accepted)] == accepted), None)
         self.pool.feedback(outcome.root, won, outcome.accepted if won is not None else 0)
-        for key, draft in outcome.window_ngrams:
-            self.pool.add(key, draft, SOURCE_LOOKAHEAD)
+        if outcome.window_ngrams:
+            keys, drafts = zip(*outcome.window_ngrams)
+            self.pool.add_many(keys, drafts, SOURCE_LOOKAHEAD)
         if self.config.harvest_output and self.guess_set > 0:
             self._harvested = self._add_ngrams(outcome.context, self._harvested, SOURCE_OUTPUT)
 
