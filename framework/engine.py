@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from transformers import LogitsProcessorList
 
+from framework.argmax import NUMPY_DTYPES
 from framework.attention import MaskBuilder
 from framework.config import LookaheadConfig
 from framework.costs import CostModel, cache_file, cache_key, calibrate, calibration_sizes
@@ -119,6 +120,7 @@ class LookaheadEngine:
         self.keeps_logits = accepts_logits_to_keep(model)
         split = split_head(model)  # (body, head) when logits can be projected on demand
         self.split = None if split is None else (split[0], RowHead(split[1]))
+        self.host_rows = self.device.type == "cpu" and model.dtype in NUMPY_DTYPES  # hidden rows read in NumPy
         self.max_positions = position_limit(model.config)
         self.scheduler = lookup("scheduler", config.scheduler.name)(config.scheduler, window=config.window)
         self.sources = [lookup("source", block.name)(block, config=config) for block in config.sources]
@@ -222,7 +224,8 @@ class LookaheadEngine:
         start = time.perf_counter()
         if lazy:
             body, head = self.split
-            outputs = StepOutputs(self.step.body(inputs, eager)[0], None, head, stats)  # [size, H]
+            hidden = self.step.body(inputs, eager)  # [1, size, H]
+            outputs = StepOutputs(hidden.numpy()[0] if self.host_rows else hidden[0], None, head, stats)
         elif self.keeps_logits and not self.step.compiled:
             keep = list(range(layout.window_start)) + list(layout.last_level_slots())  # root, tree, top level
             inputs["logits_to_keep"] = torch.tensor(keep, device=device)
@@ -269,8 +272,9 @@ class LookaheadEngine:
             every = scores(list(range(-1, tree.size)))  # [1 + n, V]
             verdict = run.verifier.verify_tree(every[0], tree, lambda nodes: every[[1 + n for n in nodes]],
                                                run.generator, **hint)
-        else:
-            verdict = run.verifier.verify_tree(scores([-1])[0], tree, scores, run.generator, **hint)
+        else:  # with choices the root's row is read only if the verifier asks (node -1)
+            root = None if shared else scores([-1])[0]
+            verdict = run.verifier.verify_tree(root, tree, scores, run.generator, **hint)
         return verdict, seen
 
     @staticmethod

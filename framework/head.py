@@ -12,9 +12,10 @@ from __future__ import annotations
 import time
 from itertools import repeat
 
+import numpy as np
 import torch
 
-from framework.argmax import numpy_can, argmax_list
+from framework.argmax import argmax_list
 
 # model types whose CausalLM forward is `logits = self.lm_head(hidden_states)` (read in transformers
 # 5.24; a new type joins only after its modeling file is read the same way)
@@ -102,13 +103,14 @@ class StepOutputs:
     longer in cache: one read instead of one per row) and kept.
     """
 
-    def __init__(self, rows: torch.Tensor, slot_rows: dict[int, int] | None, head=None, stats=None,
+    def __init__(self, rows: torch.Tensor | np.ndarray, slot_rows: dict[int, int] | None, head=None, stats=None,
                  companions=None) -> None:
-        self.rows = rows  # [R, V] kept logits, or [q, H] hidden states when head is set
-        # hidden rows on a CPU are picked in NumPy: a fraction of a torch index's cost right after
-        # a forward (caches flushed)
-        self._array = rows.numpy() if head is not None and numpy_can(rows) else None  # [q, H]
-        self._float = rows.dtype == torch.float32  # the head's output has the hidden rows' dtype
+        # [R, V] kept logits, or [q, H] hidden states when head is set: a tensor, or for hidden
+        # states on a CPU a NumPy view (rows are picked in NumPy: a fraction of a torch index's
+        # cost right after a forward, caches flushed)
+        self.rows = rows
+        self._array = rows if isinstance(rows, np.ndarray) else None
+        self._float = rows.dtype in (torch.float32, np.float32)  # the head's output has the rows' dtype
         self.slot_rows = slot_rows  # slot -> row of `rows` (None: row = slot)
         self.head = head
         self.stats = stats

@@ -310,7 +310,7 @@ class Verifier(ABC):
 
     def verify_tree(
         self,
-        root_scores: torch.Tensor,  # [V]
+        root_scores: torch.Tensor | None,  # [V]; None only with choices
         tree: Any,  # framework.layout.DraftTree: tokens, parents, draft_nodes [g, L]
         node_scores: Callable[[list[int]], torch.Tensor],  # nodes -> [k, V] scores, computed on demand
         generator: torch.Generator | None = None,
@@ -321,7 +321,8 @@ class Verifier(ABC):
 
         ``choices`` (passed only to verifiers that declare ``takes_choices``, and only when the
         scores are the raw logits): nodes (-1: the root) -> the argmax of each node's scores,
-        from the engine, which may already have them (one pass over rows it projected together)."""
+        from the engine, which may already have them (one pass over rows it projected together).
+        With ``choices`` the engine may pass ``root_scores=None``: ``node_scores([-1])`` reads them."""
         raise NotImplementedError(f"{type(self).__name__} does not walk the draft tree")
 
 
