@@ -15,7 +15,7 @@ from itertools import repeat
 import numpy as np
 import torch
 
-from framework.argmax import argmax_list
+from framework.argmax import argmax_list, numpy_can
 
 # model types whose CausalLM forward is `logits = self.lm_head(hidden_states)` (read in transformers
 # 5.24; a new type joins only after its modeling file is read the same way)
@@ -48,8 +48,10 @@ class RowHead:
         k = 1                 ``rows @ W^T`` through a ``[H, V]`` copy of the weight (about half the
                               module's time: one pass over the weight)
         2 <= k <= MAX_ROWS    ``W @ rows^T`` in chunks of ``chunk`` vocabulary rows into a ``[V, k]``
-                              block, then transposed to ``[k, V]``: the module's own ``rows @ W^T``
-                              with few rows was two to five times slower here
+                              block, then transposed to ``[k, V]`` (by NumPy on this thread, so
+                              the argmax that follows reads rows still in its caches): the
+                              module's own ``rows @ W^T`` with few rows was two to five times
+                              slower here
         k > MAX_ROWS          the module
 
     The results equal the module's to float rounding (summation order differs). The copy costs
@@ -88,6 +90,8 @@ class RowHead:
             torch.mm(self.weight[start : start + self.chunk], columns, out=block[start : start + self.chunk])
         if self.bias is not None:
             block += self.bias[:, None]
+        if numpy_can(block):  # NumPy's transposing copy runs on this thread: the argmax after it finds
+            return torch.from_numpy(np.ascontiguousarray(block.numpy().T))  # the rows in its caches
         return block.t().contiguous()
 
 
