@@ -114,7 +114,8 @@ class StepOutputs:
         # cost right after a forward, caches flushed)
         self.rows = rows
         self._array = rows if isinstance(rows, np.ndarray) else None
-        self._float = rows.dtype in (torch.float32, np.float32)  # the head's output has the rows' dtype
+        # the head's output has the rows' dtype
+        self._float = rows.dtype == (np.float32 if self._array is not None else torch.float32)
         self.slot_rows = slot_rows  # slot -> row of `rows` (None: row = slot)
         self.head = head
         self.stats = stats

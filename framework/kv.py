@@ -64,7 +64,9 @@ class StepCache(DynamicCache):
             raise ValueError(f"KV positions up to {start + count - 1} are past the cache's capacity {self.capacity}")
         if self._positions is None or self._positions.device != torch.device(device):
             self._positions = torch.arange(self.capacity, device=device)  # [capacity], sliced per step
-        self.slots = self._positions[start : start + count]
+        # on a CPU the slice is taken in NumPy: no torch call right after a forward
+        self.slots = torch.from_numpy(self._positions.numpy()[start : start + count]) \
+            if self._positions.device.type == "cpu" else self._positions[start : start + count]
         self.visible = visible
 
     def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):  # [B, H_kv, q, D] each
