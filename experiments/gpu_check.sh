@@ -22,6 +22,7 @@
 # the fair autoregressive baseline), and the engine eager and compiled at the defaults and at the
 # compression preset (experiments/gpu_check.yaml). Run it once per dtype (bf16, then fp32): the
 # table has tokens/step, ms/step, host ms/step, speedup and the share identical to plain greedy.
+# GPU_CHECK_ATTN=lookahead_flex (or lookahead_cascade) runs the same on that attention backend.
 # Results go to $OUT/bench (the device tool brings $OUT back) or bench_results/gpu-<time>.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -137,11 +138,12 @@ EOF
         flags=(--dataset spec_bench --limit 2 --seed 0 --max-new-tokens 128 --methods greedy,greedy-static,lookahead
                --config experiments/gpu_check.yaml)
     fi
-    say "model $model, $dtype, flags ${flags[*]} -> $out"
+    local attn=${GPU_CHECK_ATTN:-sdpa}   # lookahead_flex or lookahead_cascade: the same run on that backend
+    say "model $model, $dtype, attention $attn, flags ${flags[*]} -> $out"
     local status=0
     mkdir -p "$(dirname "$out")"
     timeout "${BENCH_TIMEOUT:-480}" "$PYTHON" -m experiments.bench --model "$model" --device "$DEVICE" --dtype "$dtype" \
-        --out "$out" "${flags[@]}" 2>&1 | tee "$out.log" >&2 || status=$?
+        --attn "$attn" --out "$out" "${flags[@]}" 2>&1 | tee "$out.log" >&2 || status=$?
     if [ -f "$out.log" ] && [ -d "$out" ]; then mv "$out.log" "$out/bench.log"; fi
     if [ "$status" -ne 0 ]; then
         say "the bench stopped with status $status (124: BENCH_TIMEOUT); the table of what it measured:"

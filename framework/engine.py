@@ -303,7 +303,7 @@ class LookaheadEngine:
         tokens = self._cut(run, verdict)
         accepted = set(verdict.path)
         depths = layout.depth_list
-        self.cache.commit(run.past_length, [layout.node_slot(n) for n in verdict.path[: len(tokens) - 1]])
+        self.cache.commit(run.past_length, [1 + n for n in verdict.path[: len(tokens) - 1]])  # node n's slot: 1 + n
         run.tokens.extend(tokens)
         outcome = StepOutcome(
             context=run.tokens, root=root, committed=tuple(tokens), accepted=len(tokens) - 1,

@@ -147,6 +147,8 @@ class StepOutputs:
         holding a slot without one, the other slots projected first; all kept for later calls."""
         slots = list(slots)
         missing = [slot for slot in slots if slot not in self._choices]
+        if not missing:  # the common case: argmaxes taken with their block
+            return [self._choices[slot] for slot in slots]
         blocks = {id(self._kept[s][0]): self._kept[s][0] for s in missing if s in self._kept}
         for block in blocks.values():
             tokens = argmax_list(block)
