@@ -121,7 +121,7 @@ def build_draft_tree(drafts: list[tuple[int, ...]]) -> DraftTree:
     return DraftTree(tuple(tokens), tuple(parents), tuple(map(tuple, rows)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compared and hashed by identity
 class StepLayout:
     width: int  # window columns fed (W for this step)
     levels: int  # window levels fed (<= N-1; fewer while the window fills)
