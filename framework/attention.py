@@ -96,27 +96,20 @@ class MaskBuilder:
         window = getattr(config, "sliding_window", None)
         # a single sliding window over every layer (Mistral-style) when no layer types are given
         self.sliding_window = window if (self.per_layer_type or not layer_types) else None
-        # a bool mask as built, no sliding window: sdpa and cascade
-        self.plain = not (self.additive or self.flex or self.per_layer_type) and self.sliding_window is None
 
-    def _encode(self, allowed: torch.Tensor):  # [1, 1, q, k]: a tensor, or a BlockMask for flex
+    def _encode(self, allowed: np.ndarray):  # [q, k] bool -> [1, 1, q, k] tensor, or a BlockMask for flex
         if self.flex:
-            return block_mask(allowed.to(self.device))
+            return block_mask(torch.from_numpy(allowed).to(self.device))
+        mask = torch.from_numpy(allowed[None, None])  # a view: on a CPU the bool mask takes no torch call
         if self.additive:
-            mask = torch.zeros(allowed.shape, dtype=self.dtype)
-            mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
-        else:
-            mask = allowed
-        return mask[None, None].to(self.device)
+            mask = torch.zeros(mask.shape, dtype=self.dtype).masked_fill_(~mask, torch.finfo(self.dtype).min)
+        return mask if self.device.type == "cpu" else mask.to(self.device)
 
     def __call__(self, layout: StepLayout, past_length: int, size: int | None = None, columns: int | None = None):
-        if self.plain:  # the common case in one view of a NumPy array (no torch call on a CPU)
-            mask = torch.from_numpy(tree_attention_array(layout, past_length, size, columns)[None, None])
-            return mask if self.device.type == "cpu" else mask.to(self.device)
-        allowed = tree_attention_mask(layout, past_length, size, columns)
+        allowed = tree_attention_array(layout, past_length, size, columns)
         if self.per_layer_type:
-            sliding = sliding_window_limit(allowed, layout, past_length, self.sliding_window)
-            return {"full_attention": self._encode(allowed), "sliding_attention": self._encode(sliding)}
+            sliding = sliding_window_limit(torch.from_numpy(allowed), layout, past_length, self.sliding_window)
+            return {"full_attention": self._encode(allowed), "sliding_attention": self._encode(sliding.numpy())}
         if self.sliding_window is not None:
-            allowed = sliding_window_limit(allowed, layout, past_length, self.sliding_window)
+            allowed = sliding_window_limit(torch.from_numpy(allowed), layout, past_length, self.sliding_window).numpy()
         return self._encode(allowed)

@@ -199,8 +199,8 @@ class LookaheadEngine:
         """One pass over ``tokens # [q]`` laid out by ``layout`` after ``past_length`` cached
         positions (padded to the step's fixed shape when compiled). Rows are projected to the
         vocabulary only where read: on demand when the head splits off (``lazy``), else the kept
-        rows (``logits_to_keep``). The inputs are built in NumPy: on a CPU each torch call right
-        after a forward (caches flushed) costs tens of microseconds."""
+        rows (``logits_to_keep``). The inputs are built in NumPy: right after a forward (caches
+        flushed) a torch call costs several times what a NumPy one does (docs/design.md)."""
         device = self.device
         size = self.step.size(layout.size)
         ids = np.array(tokens, dtype=np.int64)  # [q]

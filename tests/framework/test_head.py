@@ -31,15 +31,17 @@ def test_logits_and_choices_match_the_module(rows, bias):
 
 @pytest.mark.parametrize("chunk", [7, 40, 96, 4096])  # chunks that divide 96, leave a remainder, span it
 @pytest.mark.parametrize("bias", [False, True])
-def test_the_chunked_block_equals_the_module_for_every_row_count(chunk, bias):
-    head = linear(96, hidden=16, bias=bias, seed=3)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # transposed by NumPy, by torch
+def test_the_chunked_block_equals_the_module_for_every_row_count(chunk, bias, dtype):
+    head = linear(96, hidden=16, bias=bias, seed=3).to(dtype)
     row_head = RowHead(head, chunk=chunk)
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
     for rows in range(1, RowHead.MAX_ROWS + 3):
-        hidden = torch.randn(rows, 16, generator=torch.Generator().manual_seed(rows))
+        hidden = torch.randn(rows, 16, generator=torch.Generator().manual_seed(rows)).to(dtype)
         with torch.no_grad():
             got = row_head(hidden)
-            assert got.shape == (rows, 96) and got.is_contiguous()
-            torch.testing.assert_close(got, head(hidden), atol=1e-5, rtol=1e-5)
+            assert got.shape == (rows, 96) and got.is_contiguous() and got.dtype == dtype
+            torch.testing.assert_close(got, head(hidden), atol=tolerance, rtol=tolerance)
 
 
 def test_the_copy_serves_few_rows_and_the_module_more():
@@ -61,14 +63,16 @@ def test_a_head_that_is_not_a_plain_linear_runs_as_it_is():
     assert torch.equal(RowHead(head)(hidden), head(hidden))
 
 
-def test_step_outputs_project_once_and_keep_logits_and_choices():
+@pytest.mark.parametrize("as_array", [False, True])  # hidden states as a tensor, as the engine's NumPy view
+def test_step_outputs_project_once_and_keep_logits_and_choices(as_array):
     """Slots projected together are read back without another head call; loose slots are
     projected when read; choices equal the argmax of the logits either way."""
     head = linear(96)
     calls = []
     row_head = RowHead(head)
     hidden = torch.randn(10, 8, generator=torch.Generator().manual_seed(0))
-    outputs = StepOutputs(hidden, None, lambda rows: calls.append(rows.shape[0]) or row_head(rows))
+    outputs = StepOutputs(hidden.numpy() if as_array else hidden, None,
+                          lambda rows: calls.append(rows.shape[0]) or row_head(rows))
     with torch.no_grad():
         outputs.project([0, 7, 8, 9])
         assert outputs.choices([0, 9]) == head(hidden[[0, 9]]).argmax(dim=-1).tolist()

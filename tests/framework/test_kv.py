@@ -8,6 +8,7 @@ import torch
 import transformers
 from packaging.version import Version
 
+from framework.argmax import numpy_can
 from framework.attention import MaskBuilder
 from framework.kv import StepCache, accepts_logits_to_keep, cache_argument, new_cache
 from framework.layout import chain_parents, step_layout
@@ -114,6 +115,23 @@ def test_commit_packs_the_root_and_the_kept_slots_after_the_prefix(slots, shared
     cache.commit(PAST, slots)
     positions = list(range(PAST + 1)) + [PAST + s for s in slots]  # prefix, root, kept slots
     assert cache.get_seq_length() == len(positions)
+    for layer, store in cache.store.items():
+        assert torch.equal(store[..., : len(positions), :], before[layer][..., positions, :])
+
+
+@pytest.mark.parametrize("slots", [[], [3, 4], [2, 3, 4], [2, 5]])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # NumPy's compaction, torch's
+@pytest.mark.parametrize("layers", [2, None])  # one shared block, a tensor per layer
+def test_commit_compacts_alike_in_numpy_and_in_torch(slots, dtype, layers):
+    cache = StepCache(16, layers)
+    states = torch.randn(1, 2, PAST + STEP, 8).to(dtype)  # [B, H_kv, prefix + step, D]
+    cache.prepare(0, PAST + STEP, None, "cpu")
+    for layer in range(2):
+        cache.update(states + layer, -states, layer)
+    assert numpy_can(cache.store[0]) == (dtype == torch.float32)
+    before = {layer: store.clone() for layer, store in cache.store.items()}
+    cache.commit(PAST, slots)
+    positions = list(range(PAST + 1)) + [PAST + s for s in slots]
     for layer, store in cache.store.items():
         assert torch.equal(store[..., : len(positions), :], before[layer][..., positions, :])
 

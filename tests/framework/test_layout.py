@@ -4,7 +4,8 @@ from hypothesis import strategies as st
 import torch
 
 from framework.attention import sliding_window_limit, tree_attention_mask
-from framework.layout import ancestor_mask, build_draft_tree, chain_parents, layout_parents, step_layout
+from framework.layout import ancestor_mask, build_draft_tree, chain_parents, layout_parents, step_layout, \
+    tree_from_nodes
 
 
 def test_hand_written_layout_w3_n3_g2():
@@ -78,6 +79,25 @@ def test_draft_tree_shares_prefixes():
     # node 3 (token 9) sees the root, 5, 6 and itself, not its sibling 7
     assert layout.tree_mask[layout.node_slot(3)].nonzero().flatten().tolist() == [0, 1, 2, 4]
     assert layout.depths.tolist() == [0, 1, 2, 3, 3, 1, 2, 3]
+
+
+def test_leaf_rows_pad_into_draft_nodes_and_find_the_row_through_a_path():
+    """A ragged tree: ``rows`` are the leaf paths, ``draft_nodes`` the same padded with -1, and
+    ``row_through`` is the first row holding the path's last node at its depth (the tensor search
+    it replaced)."""
+    tree = build_draft_tree([(5, 6, 7), (5, 6, 9), (8, 1)])
+    assert tree.rows == ((0, 1, 2), (0, 1, 3), (4, 5))
+    assert tree.draft_nodes.tolist() == [[0, 1, 2], [0, 1, 3], [4, 5, -1]]
+    assert tree_from_nodes(list(tree.tokens), list(tree.parents)).rows == tree.rows
+    assert tree.row_through([]) is None
+    for row in tree.draft_nodes.tolist():
+        for depth in range(len(row)):
+            path = row[: depth + 1]
+            if path[-1] < 0:
+                continue
+            expected = int((tree.draft_nodes[:, depth] == path[-1]).nonzero()[0])
+            assert tree.row_through(path) == expected
+    assert [tree.row_through(p) for p in ([0], [0, 1, 3], [4, 5])] == [0, 1, 2]
 
 
 def test_empty_draft_tree():
