@@ -221,19 +221,16 @@ class LookaheadEngine:
             "use_cache": True,
         }
         eager = not self.cache.store  # a one-token prompt: the first step allocates the cache, uncompiled
-        start = time.perf_counter()
-        if lazy:
-            body, head = self.split
-            hidden = self.step.body(inputs, eager)  # [1, size, H]
-            outputs = StepOutputs(hidden.numpy()[0] if self.host_rows else hidden[0], None, head, stats)
-        elif self.keeps_logits and not self.step.compiled:
+        keep = None  # slots whose logits the model keeps (logits_to_keep), when it projects them itself
+        if not lazy and self.keeps_logits and not self.step.compiled:
             keep = list(range(layout.window_start)) + list(layout.last_level_slots())  # root, tree, top level
             inputs["logits_to_keep"] = torch.tensor(keep, device=device)
-            outputs = StepOutputs(self.step.model(inputs)[0], {slot: i for i, slot in enumerate(keep)}, None, stats)
-        else:
-            outputs = StepOutputs(self.step.model(inputs, eager)[0], None, None, stats)
+        start = time.perf_counter()  # model time: the call alone (what is built around it is the engine's)
+        rows = self.step.body(inputs, eager) if lazy else self.step.model(inputs, eager)  # [1, size, H] / [1, rows, V]
         stats.model_seconds += self.step.elapsed(start)
-        return outputs
+        if lazy:
+            return StepOutputs(rows.numpy()[0] if self.host_rows else rows[0], None, self.split[1], stats)
+        return StepOutputs(rows[0], None if keep is None else {slot: i for i, slot in enumerate(keep)}, None, stats)
 
     def _lazy(self, run: Run) -> bool:
         return self.split is not None and self.config.lazy_logits and run.verifier.walks_tree
@@ -246,14 +243,15 @@ class LookaheadEngine:
         paths = self._node_paths(tree) if len(run.processors) else None
         # scores are the raw logits: the verifier can take the argmaxes the step already has
         shared = paths is None and not len(run.warpers) and run.verifier.takes_choices
-        if self._lazy(run) and self.one_pass and (shared or run.verifier.samples):  # a sampler decides at once there
-            outputs.project([*range(layout.window_start), *layout.last_level_slots()])  # every row read
-        elif layout.width:  # the window's top level is read after: project it with the root, one head call
-            outputs.project([0, *layout.last_level_slots()])
         # a row read alone brings along the rows most likely read after it (the best-valued nodes
         # below its node) while the head's call has rows to spare: on a CPU 4 rows cost what 1 does
         outputs.companions = lambda slot, count: [1 + n for n in likely_below(tree, slot - 1, count)] \
             if slot <= tree.size else []
+        if self._lazy(run) and self.one_pass and (shared or run.verifier.samples):  # a sampler decides at once there
+            outputs.project([*range(layout.window_start), *layout.last_level_slots()])  # every row read
+        elif layout.width:  # the window's top level is read after: project it with the root and the
+            # root's companions, one head call (each further call is another pass over the head's weight)
+            outputs.project([0, *layout.last_level_slots()], outputs.companions(0, outputs.free_rows))
         hint = {"choices": lambda nodes: outputs.choices([1 + n for n in nodes])} if shared else {}
         seen: dict[int, torch.Tensor] = {}  # the token a row was fed -> its raw logits
 
