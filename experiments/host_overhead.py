@@ -8,7 +8,11 @@ itself, so the same command measures any version of the engine (run it with an o
 first on ``PYTHONPATH`` to get the "before"); eager engines only. Engines that time themselves
 (``DecodeStats.host_ms_per_step``, also in bench tables) are reported that way too: theirs is the
 figure to read, since their head projection (``framework.head.RowHead``) bypasses the head
-module's hooks and would count as host time here.
+module's hooks and would count as host time here; with it, their model time per step
+(``DecodeStats.model_seconds``: the body and the head's projections). To run this harness
+against an older engine, give the file's path with that checkout on ``PYTHONPATH``
+(``PYTHONPATH=OLD python experiments/host_overhead.py ...``: the harness is this one, the
+engine the old one).
 
 ``--stages`` also prints where that time goes: each stage of the engine's step (``_plan``,
 ``_forward``, ``_verify``, ``_update_window``, ``_commit``, wrapped on this engine instance by
@@ -98,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = [datasets.encode(tokenizer, p).to(model.device) for p in prompts]
     engine.generate(inputs[0], max_new_tokens=8)  # warm-up
     stages = time_stages(engine) if args.stages else None
-    per_step, own, steps_all, host_all = [], [], 0, 0.0
+    per_step, own, steps_all, host_all, model_all = [], [], 0, 0.0, 0.0
     for ids in inputs:
         timer = ModelTimer(model.base_model, model.get_output_embeddings())
         start = time.perf_counter()
@@ -110,10 +114,12 @@ def run(args: argparse.Namespace) -> int:
         if hasattr(out.stats, "host_ms_per_step"):  # engines that time themselves (this one's head
             own.append(out.stats.host_ms_per_step)  # projection skips the head module's hooks)
         host_all += out.stats.decode_seconds - out.stats.model_seconds
+        model_all += out.stats.model_seconds
         steps_all += steps
     print(f"{config.summary()} | {model.device}, {threads}, {len(inputs)} prompts, {steps_all} steps: host ms/step "
           f"median {statistics.median(per_step):.2f}, mean {statistics.mean(per_step):.2f} (hooks)"
-          + (f"; the engine's own: median {statistics.median(own):.2f}, mean {statistics.mean(own):.2f}" if own else ""))
+          + (f"; the engine's own: median {statistics.median(own):.2f}, mean {statistics.mean(own):.2f}; "
+             f"model ms/step {1000 * model_all / max(steps_all, 1):.1f} (its own timing)" if own else ""))
     if stages is not None:
         per = {name.strip("_"): 1000 * value / max(steps_all, 1) for name, value in stages.items()}
         per["between"] = 1000 * host_all / max(steps_all, 1) - sum(per.values())

@@ -13,7 +13,8 @@ def test_prints_the_host_figures_and_the_stages(tiny_dir, capsys):
                                  "--window", "2", "--ngram", "3", "--guess-set", "2", "--threads", "1", "--stages"])
     out = capsys.readouterr().out
     assert status == 0, out
-    assert re.search(r"2 prompts, \d+ steps: host ms/step median [\d.]+, mean [\d.]+ \(hooks\); the engine's own", out)
+    assert re.search(r"2 prompts, \d+ steps: host ms/step median [\d.]+, mean [\d.]+ \(hooks\); the engine's own: "
+                     r"median [\d.]+, mean [\d.]+; model ms/step [\d.]+ \(its own timing\)", out)
     stages = dict(re.findall(r"(\w+) (-?[\d.]+)", out.split("stages, ms/step outside the model (all steps): ")[1]))
     assert list(stages) == ["plan", "forward", "verify", "update_window", "commit", "between"]
     assert all(float(v) >= 0 for k, v in stages.items() if k != "between")
