@@ -26,12 +26,6 @@ def argmax_rows(scores: torch.Tensor) -> torch.Tensor:  # [..., V] -> [...] long
     return torch.from_numpy(np.asarray(scores.numpy().argmax(axis=-1), dtype=np.int64))
 
 
-def argmax_list(scores: torch.Tensor, rows: int | list[int] | None = None) -> list[int]:  # [k, V] -> ints
-    """``argmax_rows(scores).tolist()`` without the tensor in between (one call fewer per step),
-    for every row, the first ``rows`` rows (an int) or the rows listed."""
-    if numpy_can(scores):
-        array = scores.numpy()
-        picked = array if rows is None else array[:rows] if isinstance(rows, int) else array.take(rows, axis=0)
-        return picked.argmax(axis=-1).tolist()
-    picked = scores if rows is None else scores[:rows] if isinstance(rows, int) else scores[rows]
-    return picked.argmax(dim=-1).tolist()
+def argmax_list(scores: torch.Tensor) -> list[int]:  # [k, V] -> k ints
+    """``argmax_rows(scores).tolist()`` without the tensor in between (one call fewer per step)."""
+    return scores.numpy().argmax(axis=-1).tolist() if numpy_can(scores) else scores.argmax(dim=-1).tolist()

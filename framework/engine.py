@@ -243,15 +243,14 @@ class LookaheadEngine:
         paths = self._node_paths(tree) if len(run.processors) else None
         # scores are the raw logits: the verifier can take the argmaxes the step already has
         shared = paths is None and not len(run.warpers) and run.verifier.takes_choices
+        if self._lazy(run) and self.one_pass and (shared or run.verifier.samples):  # a sampler decides at once there
+            outputs.project([*range(layout.window_start), *layout.last_level_slots()])  # every row read
+        elif layout.width:  # the window's top level is read after: project it with the root, one head call
+            outputs.project([0, *layout.last_level_slots()])
         # a row read alone brings along the rows most likely read after it (the best-valued nodes
         # below its node) while the head's call has rows to spare: on a CPU 4 rows cost what 1 does
         outputs.companions = lambda slot, count: [1 + n for n in likely_below(tree, slot - 1, count)] \
             if slot <= tree.size else []
-        if self._lazy(run) and self.one_pass and (shared or run.verifier.samples):  # a sampler decides at once there
-            outputs.project([*range(layout.window_start), *layout.last_level_slots()])  # every row read
-        elif layout.width:  # the window's top level is read after: project it with the root and the
-            # root's companions, one head call (each further call is another pass over the head's weight)
-            outputs.project([0, *layout.last_level_slots()], outputs.companions(0, outputs.free_rows))
         hint = {"choices": lambda nodes: outputs.choices([1 + n for n in nodes])} if shared else {}
         seen: dict[int, torch.Tensor] = {}  # the token a row was fed -> its raw logits
 

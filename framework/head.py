@@ -125,18 +125,12 @@ class StepOutputs:
         self._kept: dict[int, tuple[torch.Tensor, int]] = {}  # slot -> (projected block [k, V], row)
         self._choices: dict[int, int] = {}  # slot -> argmax of its logits
 
-    @property
-    def free_rows(self) -> int:
-        """Rows a head call projects for about the cost of one (``RowHead.free_rows``; 1 for others)."""
-        return getattr(self.head, "free_rows", 1)
-
-    def project(self, slots: list[int] | range, companions: list[int] | range = ()) -> None:
-        """Project ``slots`` and ``companions`` (rows that may be read) together now; keep their
-        logits for ``logits`` and ``choices``, and the argmaxes of ``slots`` (a companion's is taken
-        when asked for)."""
+    def project(self, slots: list[int] | range) -> None:
+        """Project ``slots`` together now and keep their logits and argmaxes for ``logits`` and
+        ``choices``."""
         slots = list(slots)
         if self.head is not None and slots:  # (kept logits: nothing to project)
-            self._keep(slots + [s for s in companions if s not in slots], choices=len(slots))
+            self._keep(slots, choices=True)
 
     def logits(self, slots: list[int] | range) -> torch.Tensor:  # [k, V] float32
         """The slots' logits: from a kept block when they are all in one, else projected (and kept)."""
@@ -155,15 +149,10 @@ class StepOutputs:
         missing = [slot for slot in slots if slot not in self._choices]
         if not missing:  # the common case: argmaxes taken with their block
             return [self._choices[slot] for slot in slots]
-        pending: dict[int, tuple[torch.Tensor, list[int], list[int]]] = {}  # a kept block's slots and rows
-        for slot in missing:
-            if slot in self._kept:
-                block, row = self._kept[slot]
-                entry = pending.setdefault(id(block), (block, [], []))
-                entry[1].append(slot)
-                entry[2].append(row)
-        for block, kept_slots, rows in pending.values():  # one pass over each block's rows
-            self._choices.update(zip(kept_slots, argmax_list(block, rows)))
+        blocks = {id(self._kept[s][0]): self._kept[s][0] for s in missing if s in self._kept}
+        for block in blocks.values():
+            tokens = argmax_list(block)
+            self._choices.update((s, tokens[row]) for s, (b, row) in self._kept.items() if b is block)
         loose = [slot for slot in missing if slot not in self._kept]
         if loose:
             self._keep(self._with_companions(loose), choices=True)
@@ -171,20 +160,17 @@ class StepOutputs:
 
     def _with_companions(self, slots: list[int]) -> list[int]:
         """``slots`` and, up to the rows a head call has to spare, the slots likely read after them."""
-        spare = self.free_rows - len(slots) if self.companions is not None else 0
+        spare = (getattr(self.head, "free_rows", 1) - len(slots)) if self.companions is not None else 0
         if spare <= 0:
             return slots
         extra = [s for s in self.companions(slots[-1], spare + len(slots)) if s not in self._kept and s not in slots]
         return slots + extra[:spare]
 
-    def _keep(self, slots: list[int], choices: int | bool = False) -> torch.Tensor:  # [k, V]
-        """Project ``slots`` and keep them; with ``choices``, the argmaxes of every slot (True) or
-        of the first ``choices`` slots."""
+    def _keep(self, slots: list[int], choices: bool = False) -> torch.Tensor:  # [k, V]
         block = self._compute(slots)
         self._kept.update(zip(slots, zip(repeat(block), range(len(slots)))))
         if choices:
-            count = len(slots) if choices is True else choices
-            self._choices.update(zip(slots[:count], argmax_list(block, count)))
+            self._choices.update(zip(slots, argmax_list(block)))
         return block
 
     def _compute(self, slots: list[int]) -> torch.Tensor:  # [k, V]

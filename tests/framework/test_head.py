@@ -116,21 +116,6 @@ def test_a_loose_row_brings_its_companions_up_to_the_free_rows():
         torch.testing.assert_close(rows, head(hidden[[9]]), atol=1e-5, rtol=1e-5)
 
 
-def test_project_takes_the_argmaxes_of_its_slots_and_a_companions_when_asked():
-    """``project(slots, companions)``: one head call for all; the slots' argmaxes are taken at
-    once, a companion's only when read (one pass over the rows asked for), none projected again."""
-    head = linear(96)
-    counting = CountingHead(head)
-    hidden = torch.randn(10, 8, generator=torch.Generator().manual_seed(1))
-    outputs = StepOutputs(hidden.numpy(), None, counting)
-    with torch.no_grad():
-        outputs.project([0, 8, 9], [3, 9, 4])  # 9 is a slot already: projected once
-        assert counting.calls == [5] and set(outputs._choices) == {0, 8, 9}
-        assert outputs.choices([4, 0, 3]) == head(hidden[[4, 0, 3]]).argmax(dim=-1).tolist()
-        torch.testing.assert_close(outputs.logits([3, 4]), head(hidden[[3, 4]]), atol=1e-5, rtol=1e-5)
-        assert counting.calls == [5]
-
-
 def test_without_spare_rows_no_companion_is_asked():
     head = torch.nn.Sequential(torch.nn.Linear(8, 12))  # not a plain linear: one row is one row
     assert RowHead(head).free_rows == 1
