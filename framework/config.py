@@ -63,9 +63,9 @@ class LookaheadConfig(BaseModel):
     lookahead window costs more than it saves, so the defaults verify the pool's 2 drafts of 3
     tokens from the prompt's and the output's own n-grams and the best 8-token copy of the
     context's suffix, and the ``adaptive`` scheduler feeds each step the root alone or the best
-    nodes of that tree, whichever the device's calibrated cost curve says pays (1.33x plain greedy,
-    1.84 tokens per step, every Spec-Bench category above 1.0x; the static scheduler on the same
-    tree 1.24x). On a large GPU extra tokens are nearly free and the window pays: start from W=15,
+    nodes of that tree, whichever the device's calibrated cost curve says pays (1.14x-1.39x plain
+    greedy in four runs on the same Spec-Bench sample, within that machine's run-to-run spread;
+    1.84 tokens per step). On a large GPU extra tokens are nearly free and the window pays: start from W=15,
     N=5, G=15 (sweeps/presets/compression.yaml) or run ``python -m experiments.sweep --space sweeps/gpu.yaml``.
     """
 
