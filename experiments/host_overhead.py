@@ -4,15 +4,13 @@
 
 For each prompt: the decode's wall time less the time spent inside the model's body and its
 vocabulary head (timed by forward pre/post hooks), per step. It reads nothing the engine records
-itself, so the same command measures any version of the engine (run it with an older checkout
-first on ``PYTHONPATH`` to get the "before"); eager engines only. Engines that time themselves
-(``DecodeStats.host_ms_per_step``, also in bench tables) are reported that way too: theirs is the
-figure to read, since their head projection (``framework.head.RowHead``) bypasses the head
-module's hooks and would count as host time here; with it, their model time per step
-(``DecodeStats.model_seconds``: the body and the head's projections). To run this harness
-against an older engine, give the file's path with that checkout on ``PYTHONPATH``
-(``PYTHONPATH=OLD python experiments/host_overhead.py ...``: the harness is this one, the
-engine the old one).
+itself, so the same harness measures any version of the engine: for the "before", give this
+file's path with the older checkout on ``PYTHONPATH`` (``PYTHONPATH=OLD python
+experiments/host_overhead.py ...``; with ``-m`` the current directory's engine would win); eager
+engines only. Engines that time themselves (``DecodeStats.host_ms_per_step``, also in bench
+tables) are reported that way too, with their model time per step (``DecodeStats.model_seconds``:
+the body and the head's projections): theirs is the figure to read, since their head projection
+(``framework.head.RowHead``) bypasses the head module's hooks and would count as host time here.
 
 ``--stages`` also prints where that time goes: each stage of the engine's step (``_plan``,
 ``_forward``, ``_verify``, ``_update_window``, ``_commit``, wrapped on this engine instance by

@@ -176,7 +176,7 @@ class StepOutputs:
     def _compute(self, slots: list[int]) -> torch.Tensor:  # [k, V]
         index = slots if self.slot_rows is None else [self.slot_rows[s] for s in slots]
         if self._array is not None:
-            picked = torch.from_numpy(self._array.take(index, axis=0))  # (fewer cycles than [index] here)
+            picked = torch.from_numpy(self._array[index])
         elif self.head is not None and index and index == list(range(index[0], index[0] + len(index))):
             picked = self.rows[index[0] : index[0] + len(index)]  # consecutive hidden rows: a view
         else:

@@ -54,12 +54,9 @@ class StepCache(DynamicCache):
         self.mixed = False  # some layer has its own tensor: compaction goes layer by layer
         self.store: dict[int, torch.Tensor] = {}  # layer -> [2, B, H_kv, capacity, D]
         self.slots: torch.Tensor | None = None  # [q] long, where the next forward writes
-        self._positions: torch.Tensor | None = None
-        self._positions_device = None  # the device ``_positions`` was built for, as the engine passes it
-        self._position_array: np.ndarray | None = None  # ``_positions`` as NumPy, on a CPU
-        # the tensors compaction writes, each with its NumPy view where NumPy can take it (built
-        # at the first commit after an allocation: no torch attribute read per step)
-        self._targets: list[tuple[torch.Tensor, np.ndarray | None]] | None = None
+        # [capacity] positions on the device the engine passes (a NumPy array on a CPU), sliced per step
+        self._positions: torch.Tensor | np.ndarray | None = None
+        self._positions_device = None
         self.checked: set[int] = set()  # layers whose tensor was fitted to their states
         self.visible: int | None = None
         self.length = 0
@@ -68,13 +65,13 @@ class StepCache(DynamicCache):
         """The next forward writes ``count`` states at ``start..start+count-1``."""
         if start + count > self.capacity:
             raise ValueError(f"KV positions up to {start + count - 1} are past the cache's capacity {self.capacity}")
-        if self._positions is None or device is not self._positions_device:
-            self._positions = torch.arange(self.capacity, device=device)  # [capacity], sliced per step
+        if self._positions is None or device is not self._positions_device:  # (the engine passes one device object)
+            positions = torch.arange(self.capacity, device=device)
+            self._positions = positions.numpy() if positions.device.type == "cpu" else positions
             self._positions_device = device
-            self._position_array = self._positions.numpy() if self._positions.device.type == "cpu" else None
         # on a CPU the slice is taken in NumPy: no torch call right after a forward
-        self.slots = torch.from_numpy(self._position_array[start : start + count]) \
-            if self._position_array is not None else self._positions[start : start + count]
+        self.slots = torch.from_numpy(self._positions[start : start + count]) \
+            if isinstance(self._positions, np.ndarray) else self._positions[start : start + count]
         self.visible = visible
 
     def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):  # [B, H_kv, q, D] each
@@ -92,15 +89,14 @@ class StepCache(DynamicCache):
         """After a step fed at ``past_length``: keep the root (slot 0) and ``slots``, packed after it."""
         moved = [(offset, slot) for offset, slot in enumerate(slots, start=1) if slot != offset]
         if moved:
-            if self._targets is None:
-                tensors = list(self.store.values()) if self.mixed or self.block is None else [self.block]
-                self._targets = [(tensor, tensor.numpy() if numpy_can(tensor) else None) for tensor in tensors]
+            tensors = list(self.store.values()) if self.mixed or self.block is None else [self.block]
             # slots increase along a path, so once one has moved every later one has: the targets
             # are consecutive; when the sources are too (a draft's nodes), one copy does it
             (target, source), run = moved[0], len(moved)
             consecutive = [s for _, s in moved] == list(range(source, source + run))
-            for tensor, array in self._targets:  # array: [..., capacity, D] (NumPy buffers overlapping ranges itself)
-                if array is not None:  # on a CPU in NumPy: one call, no torch call right after a forward
+            for tensor in tensors:
+                if numpy_can(tensor):  # on a CPU in NumPy: one call, no torch call right after a forward
+                    array = tensor.numpy()  # [..., capacity, D]; NumPy buffers overlapping ranges itself
                     if consecutive:
                         kept = slice(past_length + source, past_length + source + run)
                     else:
@@ -136,7 +132,6 @@ class StepCache(DynamicCache):
         store = self.store.get(index)
         if store is not None and self._fits(store, like):
             return store
-        self._targets = None  # compaction's tensors change
         if self.block is None and self.layer_count and 0 <= index < self.layer_count:
             self.block = self._allocate((self.layer_count, 2, *like.shape[:2], self.capacity, like.shape[-1]), like)
             self.store = dict(enumerate(self.block))

@@ -52,9 +52,8 @@ class NgramSource(DraftSource):
             return []
         offered = self.pool.offer(context[-1], self.guess_set)
         self._offered = [draft for draft, _ in offered]
-        keys = tuple(range(1, self.ngram))  # every draft's keys are its depths: their estimates once a step
-        probs = tuple(self.estimate(key) for key in keys)
-        return [Candidate(draft, probs[: len(draft)], keys[: len(draft)], self.name, tag) for draft, tag in offered]
+        keys = tuple(range(1, self.ngram))
+        return [self.candidate(draft, keys[: len(draft)], origin=tag) for draft, tag in offered]
 
     def observe(self, outcome: StepOutcome) -> None:
         super().observe(outcome)

@@ -100,6 +100,23 @@ def test_ngram_harvests_the_ngrams_that_span_the_prompt_and_the_output():
     assert src.pool.drafts_for(7) == [(8, 15)] and src.pool.drafts_for(8) == [(15, 53)]
 
 
+def test_ngram_candidates_carry_each_tokens_depth_and_its_running_estimate():
+    """An n-gram draft's keys are its tokens' depths and its probs the estimates of those depths,
+    which differ once the outcomes of fed nodes differ by depth."""
+    config = LookaheadConfig(ngram=4, guess_set=2, pool={"name": "unbounded", "seed_from_prompt": True})
+    src = lookup("source", "ngram")(config.sources[0], config=config)
+    src.begin([7, 1, 2, 3, 7, 4, 5, 6])
+    nodes = [FedNode(1, 1, "ngram", 1, True)] * 3 + [FedNode(2, 2, "ngram", 2, False)] * 2
+    src.observe(outcome([7, 1, 2, 3, 7, 4, 5, 6, 9], [9], nodes=nodes))
+    assert src.estimate(1) > 0.5 > src.estimate(2) and src.estimate(3) == 0.5
+    found = src.propose([7, 1, 2, 3, 7, 4, 5, 6, 9, 7], max_len=3)
+    assert {c.tokens for c in found} == {(1, 2, 3), (4, 5, 6)}  # the prompt's two n-grams after 7
+    for candidate in found:
+        depths = tuple(range(1, len(candidate.tokens) + 1))
+        assert candidate.keys == depths and candidate.source == "ngram"
+        assert candidate.probs == tuple(src.estimate(depth) for depth in depths)
+
+
 def test_estimates_follow_the_outcomes_of_the_sources_own_nodes():
     src = source("suffix")
     assert src.estimate((4, 1)) == 0.5  # the prior
