@@ -14,7 +14,9 @@ the body and the head's projections): theirs is the figure to read, since their 
 
 ``--stages`` also prints where that time goes: each stage of the engine's step (``_plan``,
 ``_forward``, ``_verify``, ``_update_window``, ``_commit``, wrapped on this engine instance by
-name) timed less the model time it recorded, in ms per step; the rest of the loop is "between".
+name) timed less the model time it recorded, in ms per step; the rest of the loop is "between";
+and each step's host time (the whole step less its model time), median by the draft tokens it
+accepted: a step that accepts reads rows below the root, each new one a head call of its own.
 """
 
 from __future__ import annotations
@@ -67,10 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
 STAGES = ("_plan", "_forward", "_verify", "_update_window", "_commit")
 
 
-def time_stages(engine: LookaheadEngine) -> dict[str, float]:
+def time_stages(engine: LookaheadEngine) -> tuple[dict[str, float], dict[int, list[float]]]:
     """Wrap the engine's step stages (on this instance) to sum each one's seconds outside the
-    model: its wall time less what it added to ``run.stats.model_seconds``."""
+    model: its wall time less what it added to ``run.stats.model_seconds``. Also wraps the whole
+    step: its seconds outside the model, listed by the draft tokens the step accepted."""
     seconds = dict.fromkeys(STAGES, 0.0)
+    by_accepted: dict[int, list[float]] = {}
 
     def timed(name, stage):
         def run_stage(run, *args, **kwargs):
@@ -81,9 +85,18 @@ def time_stages(engine: LookaheadEngine) -> dict[str, float]:
                 seconds[name] += time.perf_counter() - start - (run.stats.model_seconds - model)
         return run_stage
 
+    def timed_step(step):
+        def run_step(run):
+            model, start = run.stats.model_seconds, time.perf_counter()
+            step(run)
+            host = time.perf_counter() - start - (run.stats.model_seconds - model)
+            by_accepted.setdefault(run.history[-1].accepted, []).append(host)
+        return run_step
+
     for name in STAGES:
         setattr(engine, name, timed(name, getattr(engine, name)))
-    return seconds
+    engine._step = timed_step(engine._step)
+    return seconds, by_accepted
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,9 +132,12 @@ def run(args: argparse.Namespace) -> int:
           + (f"; the engine's own: median {statistics.median(own):.2f}, mean {statistics.mean(own):.2f}; "
              f"model ms/step {1000 * model_all / max(steps_all, 1):.1f} (its own timing)" if own else ""))
     if stages is not None:
-        per = {name.strip("_"): 1000 * value / max(steps_all, 1) for name, value in stages.items()}
+        seconds, by_accepted = stages
+        per = {name.strip("_"): 1000 * value / max(steps_all, 1) for name, value in seconds.items()}
         per["between"] = 1000 * host_all / max(steps_all, 1) - sum(per.values())
         print("stages, ms/step outside the model (all steps): " + ", ".join(f"{k} {v:.3f}" for k, v in per.items()))
+        print("host ms/step by draft tokens accepted (median, steps): " + ", ".join(
+            f"{accepted}: {1000 * statistics.median(hosts):.3f} ({len(hosts)})" for accepted, hosts in sorted(by_accepted.items())))
     return 0
 
 
