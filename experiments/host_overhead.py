@@ -76,26 +76,23 @@ def time_stages(engine: LookaheadEngine) -> tuple[dict[str, float], dict[int, li
     seconds = dict.fromkeys(STAGES, 0.0)
     by_accepted: dict[int, list[float]] = {}
 
-    def timed(name, stage):
-        def run_stage(run, *args, **kwargs):
+    def outside_model(call, record):  # call, then record(run, its seconds outside the model)
+        def timed(run, *args, **kwargs):
             model, start = run.stats.model_seconds, time.perf_counter()
-            try:
-                return stage(run, *args, **kwargs)
-            finally:
-                seconds[name] += time.perf_counter() - start - (run.stats.model_seconds - model)
-        return run_stage
+            result = call(run, *args, **kwargs)
+            record(run, time.perf_counter() - start - (run.stats.model_seconds - model))
+            return result
+        return timed
 
-    def timed_step(step):
-        def run_step(run):
-            model, start = run.stats.model_seconds, time.perf_counter()
-            step(run)
-            host = time.perf_counter() - start - (run.stats.model_seconds - model)
-            by_accepted.setdefault(run.history[-1].accepted, []).append(host)
-        return run_step
+    def add_to(name):
+        def record(run, host):
+            seconds[name] += host
+        return record
 
     for name in STAGES:
-        setattr(engine, name, timed(name, getattr(engine, name)))
-    engine._step = timed_step(engine._step)
+        setattr(engine, name, outside_model(getattr(engine, name), add_to(name)))
+    engine._step = outside_model(engine._step, lambda run, host: by_accepted.setdefault(
+        run.history[-1].accepted, []).append(host))
     return seconds, by_accepted
 
 
