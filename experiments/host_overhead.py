@@ -18,15 +18,17 @@ name) timed less the model time it recorded, in ms per step; the rest of the loo
 and each step's host time (the whole step less its model time), median by the draft tokens it
 accepted: a step that accepts reads rows below the root, each new one a head call of its own.
 
-``--replay R`` splits the host figure in two. After the measured decodes it decodes the same
-prompts R more times with the model's outputs served again from memory, in the order the engine
-asked for them (the prompts' prefill skipped), and prints the host time per step of those rounds:
-the engine's own work on caches the model did not evict. On a CPU every model call streams the
-weights through the caches, so the live figure also pays for fetching the engine's code and state
-again after each call; on a GPU the model leaves the host's caches alone, and the replayed figure
-is the nearer estimate of the host's cost there. Every replayed round must commit the tokens the
-live decode did (else it stops with an error). The recorded outputs are held in memory: about
-200 KB per projected row of SmolLM2's 49k vocabulary (~3 GB for the default 18 prompts).
+``--replay R`` splits the host figure in two. After the measured decodes it decodes the prompts
+once more, recording the model's outputs (a pass of its own: copying every output would disturb
+the measured decodes' caches), then R more times with those outputs served again from memory in
+the order the engine asked for them (the prompts' prefill skipped), and prints the host time per
+step of those rounds: the engine's own work on caches the model did not evict. On a CPU every
+model call streams the weights through the caches, so the live figure also pays for fetching the
+engine's code and state again after each call; on a GPU the model leaves the host's caches alone,
+and the replayed figure is the nearer estimate of the host's cost there. Every pass must commit
+the tokens the measured decode did (else it stops with an error). The recorded outputs are held
+in memory: about 200 KB per projected row of SmolLM2's 49k vocabulary (~3 GB for the default 18
+prompts).
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stages", action="store_true", help="also time each stage of the step (engines that "
                         "time their model: DecodeStats.model_seconds)")
     parser.add_argument("--replay", type=int_at_least(0), default=0, metavar="R",
-                        help="also decode the prompts R more times with the model's outputs replayed from memory")
+                        help="then decode the prompts once more, recording the model's outputs, and R "
+                        "more times on them (no model calls): the engine's own host time")
     add_model_arguments(parser)
     add_config_arguments(parser)
     return parser
@@ -158,19 +161,22 @@ class ServedHead:
 
 def replayed_host(engine: LookaheadEngine, inputs: list, live: list, max_new_tokens: int, rounds: int,
                   replay: Replay) -> list[float]:
-    """Host ms per step of each replayed round (all prompts' steps together)."""
+    """Host ms per step of each replayed round (all prompts' steps together), after a pass that
+    records the model's outputs when ``replay`` holds none yet. Every pass must commit ``live``."""
     figures = []
-    for _ in range(rounds):
-        replay.play()
+    for index in range(-1 if not replay.outputs else 0, rounds):  # -1: the recording pass
+        if index >= 0:
+            replay.play()
         host, steps = 0.0, 0
         for ids, tokens in zip(inputs, live):
             out = engine.generate(ids, max_new_tokens=max_new_tokens)
             if not torch.equal(out.sequences, tokens):
-                raise RuntimeError("replay: a replayed decode committed other tokens than the live one did; "
+                raise RuntimeError("replay: a decode committed other tokens than the measured one did; "
                                    "the engine's steps are not deterministic here, so --replay cannot measure them")
             host += out.stats.decode_seconds - out.stats.model_seconds
             steps += out.stats.steps
-        figures.append(1000 * host / max(steps, 1))
+        if index >= 0:
+            figures.append(1000 * host / max(steps, 1))
     return figures
 
 
@@ -187,7 +193,6 @@ def run(args: argparse.Namespace) -> int:
     prompts = datasets.load_dataset(args.dataset, limit_per_category=args.limit, seed=args.seed)
     inputs = [datasets.encode(tokenizer, p).to(model.device) for p in prompts]
     engine.generate(inputs[0], max_new_tokens=8)  # warm-up
-    replay = Replay(engine) if args.replay else None  # records from here on
     stages = time_stages(engine) if args.stages else None
     live = []
     per_step, own, steps_all, host_all, model_all = [], [], 0, 0.0, 0.0
@@ -216,7 +221,8 @@ def run(args: argparse.Namespace) -> int:
         print("stages, ms/step outside the model (all steps): " + ", ".join(f"{k} {v:.3f}" for k, v in per.items()))
         print("host ms/step by draft tokens accepted (median, steps): " + ", ".join(
             f"{accepted}: {1000 * statistics.median(hosts):.3f} ({len(hosts)})" for accepted, hosts in sorted(by_accepted.items())))
-    if replay is not None:
+    if args.replay:
+        replay = Replay(engine)  # records from here on: the measured decodes above ran without it
         figures = replayed_host(engine, inputs, live, args.max_new_tokens, args.replay, replay)
         print(f"replayed (the model's outputs served from memory, {len(figures)} rounds): host ms/step "
               f"median {statistics.median(figures):.3f}, min {min(figures):.3f}, max {max(figures):.3f}")
