@@ -26,7 +26,8 @@ step of those rounds: the engine's own work on caches the model did not evict. O
 model call streams the weights through the caches, so the live figure also pays for fetching the
 engine's code and state again after each call; on a GPU the model leaves the host's caches alone,
 and the replayed figure is the nearer estimate of the host's cost there. Every pass must commit
-the tokens the measured decode did (else it stops with an error). The recorded outputs are held
+the tokens the measured decode did (else it stops with an error). With ``--stages`` the stage
+timers stay on in those rounds too (a little host time of their own). The recorded outputs are held
 in memory: about 200 KB per projected row of SmolLM2's 49k vocabulary (~3 GB for the default 18
 prompts).
 """
@@ -41,8 +42,8 @@ import time
 import torch
 
 from experiments import datasets
-from experiments.cli import add_config_arguments, add_model_arguments, int_at_least, load_model_from_args, \
-    run_command, set_threads, single_config
+from experiments.cli import CliError, add_config_arguments, add_model_arguments, int_at_least, \
+    load_model_from_args, run_command, set_threads, single_config
 from framework import LookaheadEngine
 
 
@@ -111,15 +112,20 @@ def time_stages(engine: LookaheadEngine) -> tuple[dict[str, float], dict[int, li
     return seconds, by_accepted
 
 
+class ReplayError(RuntimeError):
+    """A replayed decode went another way than the recorded one (the engine is not deterministic)."""
+
+
 class Replay:
-    """The outputs the engine got from the model (its body, its head, or the whole model), recorded
-    in call order while ``recording``, then served again in that order without running the model
-    while ``playing``; with the prompts' prefill reduced to setting the cache's length. A served
-    output is a fresh copy, made inside the call the engine times as the model's, so the engine
-    reads it from warm caches as it reads a live output. Wraps this engine instance's callables."""
+    """The outputs the engine gets from the model (its body, its head, or the whole model),
+    recorded in call order; after ``play()`` served again in that order without running the model,
+    the prompts' prefill reduced to setting the cache's length. A served output is a fresh copy,
+    made inside the call the engine times as the model's, so the engine reads it from warm caches
+    as it reads a live output. Wraps this engine instance's callables (this engine's: ``step``,
+    ``split``, ``_prefill_tokens``; an older engine without them is refused)."""
 
     def __init__(self, engine: LookaheadEngine) -> None:
-        self.engine = engine
+        self.check(engine)
         self.outputs: list[torch.Tensor] = []
         self._served = None  # an iterator over outputs while playing
         step = engine.step
@@ -130,6 +136,14 @@ class Replay:
         engine._prefill_tokens = lambda tokens: prefill(tokens) if self._served is None else \
             setattr(engine.cache, "length", tokens.numel())
 
+    @staticmethod
+    def check(engine) -> None:
+        """Refuse an engine without the callables a replay goes through."""
+        missing = [name for name in ("step", "split", "_prefill_tokens") if not hasattr(engine, name)]
+        if missing:
+            raise CliError(f"--replay: this engine has no {', '.join(missing)} to replay the model through "
+                           f"(an older engine?); measure it without --replay")
+
     def _wrap(self, call):
         def served(*args, **kwargs):
             if self._served is None:
@@ -138,7 +152,7 @@ class Replay:
                 return output
             output = next(self._served, None)
             if output is None:
-                raise RuntimeError("replay: the engine asked the model for more outputs than the recorded decodes "
+                raise ReplayError("--replay: the engine asked the model for more outputs than the recorded decodes "
                                    "did; its steps are not deterministic, so they cannot be replayed")
             return output.clone()
         return served
@@ -171,7 +185,7 @@ def replayed_host(engine: LookaheadEngine, inputs: list, live: list, max_new_tok
         for ids, tokens in zip(inputs, live):
             out = engine.generate(ids, max_new_tokens=max_new_tokens)
             if not torch.equal(out.sequences, tokens):
-                raise RuntimeError("replay: a decode committed other tokens than the measured one did; "
+                raise ReplayError("--replay: a decode committed other tokens than the measured one did; "
                                    "the engine's steps are not deterministic here, so --replay cannot measure them")
             host += out.stats.decode_seconds - out.stats.model_seconds
             steps += out.stats.steps
@@ -190,6 +204,8 @@ def run(args: argparse.Namespace) -> int:
     threads = set_threads(args.threads)
     model, tokenizer = load_model_from_args(args)
     engine = LookaheadEngine(model, config)
+    if args.replay:
+        Replay.check(engine)  # before the measured decodes, not after them
     prompts = datasets.load_dataset(args.dataset, limit_per_category=args.limit, seed=args.seed)
     inputs = [datasets.encode(tokenizer, p).to(model.device) for p in prompts]
     engine.generate(inputs[0], max_new_tokens=8)  # warm-up
@@ -223,7 +239,10 @@ def run(args: argparse.Namespace) -> int:
             f"{accepted}: {1000 * statistics.median(hosts):.3f} ({len(hosts)})" for accepted, hosts in sorted(by_accepted.items())))
     if args.replay:
         replay = Replay(engine)  # records from here on: the measured decodes above ran without it
-        figures = replayed_host(engine, inputs, live, args.max_new_tokens, args.replay, replay)
+        try:
+            figures = replayed_host(engine, inputs, live, args.max_new_tokens, args.replay, replay)
+        except ReplayError as error:
+            raise CliError(str(error), status=1) from None
         print(f"replayed (the model's outputs served from memory, {len(figures)} rounds): host ms/step "
               f"median {statistics.median(figures):.3f}, min {min(figures):.3f}, max {max(figures):.3f}")
     return 0

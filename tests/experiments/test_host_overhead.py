@@ -11,6 +11,7 @@ import torch
 from transformers import LlamaForCausalLM
 
 from experiments import host_overhead
+from experiments.cli import CliError
 from framework import LookaheadConfig, LookaheadEngine
 
 
@@ -67,9 +68,17 @@ def test_a_replay_that_does_not_match_the_live_decode_stops(tiny_dir):
     live = [engine.generate(prompt, max_new_tokens=12).sequences]
     other = live[0].clone()
     other[0, -1] += 1  # the live decode's last token, as if it had been another
-    with pytest.raises(RuntimeError, match="other tokens"):
+    with pytest.raises(host_overhead.ReplayError, match="other tokens"):
         host_overhead.replayed_host(engine, [prompt], [other], 12, 1, replay)
     assert host_overhead.replayed_host(engine, [prompt], live, 12, 1, replay)  # the true tokens pass
     del replay.outputs[len(replay.outputs) // 2:]  # fewer outputs than the decode asks for
-    with pytest.raises(RuntimeError, match="more outputs"):
+    with pytest.raises(host_overhead.ReplayError, match="more outputs"):
         host_overhead.replayed_host(engine, [prompt], live, 12, 1, replay)
+
+
+def test_an_engine_without_the_callables_to_replay_is_refused():
+    class Older:  # an engine from before StepShapes: no `step`
+        split, _prefill_tokens = None, None
+
+    with pytest.raises(CliError, match="--replay: this engine has no step"):
+        host_overhead.Replay(Older())
