@@ -131,7 +131,10 @@ class Replay:
         step = engine.step
         step.body, step.model = self._wrap(step.body), self._wrap(step.model)
         if engine.split is not None:
-            engine.split = (engine.split[0], ServedHead(engine.split[1], self._wrap(engine.split[1])))
+            body, head = engine.split
+            served_head = self._wrap(head)
+            served_head.free_rows = getattr(head, "free_rows", 1)  # what StepOutputs reads off the head
+            engine.split = (body, served_head)
         prefill = engine._prefill_tokens
         engine._prefill_tokens = lambda tokens: prefill(tokens) if self._served is None else \
             setattr(engine.cache, "length", tokens.numel())
@@ -160,17 +163,6 @@ class Replay:
     def play(self) -> None:
         """Serve the recorded outputs from the first one again."""
         self._served = iter(self.outputs)
-
-
-class ServedHead:
-    """A head whose calls go through ``call``; keeps what the engine reads off the head (``free_rows``)."""
-
-    def __init__(self, head, call) -> None:
-        self.free_rows = getattr(head, "free_rows", 1)
-        self._call = call
-
-    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
-        return self._call(rows)
 
 
 def replayed_host(engine: LookaheadEngine, inputs: list, live: list, max_new_tokens: int, rounds: int,

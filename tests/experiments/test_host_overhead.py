@@ -46,7 +46,9 @@ def test_a_replay_commits_the_live_tokens_without_running_the_model(tiny_dir, la
     model = LlamaForCausalLM.from_pretrained(tiny_dir).eval()
     engine = LookaheadEngine(model, LookaheadConfig(window=3, ngram=3, guess_set=3, lazy_logits=lazy))
     prompts = [torch.tensor([[1, 40, 41, 42, 40, 41]]), torch.tensor([[1, 50, 60, 50, 60, 50, 60]])]
+    free_rows = engine.split[1].free_rows
     replay = host_overhead.Replay(engine)
+    assert engine.split[1].free_rows == free_rows > 1  # the served head fills its calls as the live one does
     live = [engine.generate(ids, max_new_tokens=12).sequences for ids in prompts]
     recorded = len(replay.outputs)
     calls = []
