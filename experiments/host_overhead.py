@@ -22,14 +22,14 @@ accepted: a step that accepts reads rows below the root, each new one a head cal
 once more, recording the model's outputs (a pass of its own: copying every output would disturb
 the measured decodes' caches), then R more times with those outputs served again from memory in
 the order the engine asked for them (the prompts' prefill skipped), and prints the host time per
-step of those rounds: the engine's own work on caches the model did not evict. On a CPU every
-model call streams the weights through the caches, so the live figure also pays for fetching the
-engine's code and state again after each call; on a GPU the model leaves the host's caches alone,
-and the replayed figure is the nearer estimate of the host's cost there. Every pass must commit
-the tokens the measured decode did (else it stops with an error). With ``--stages`` the stage
-timers stay on in those rounds too (a little host time of their own). The recorded outputs are held
-in memory: about 200 KB per projected row of SmolLM2's 49k vocabulary (~3 GB for the default 18
-prompts).
+step of those rounds: the engine's own work on caches the model did not evict (each pass starts,
+as the measured decodes do, with no step layouts cached). On a CPU every model call streams the
+weights through the caches, so the live figure also pays for fetching the engine's code and state
+again after each call; on a GPU the model leaves the host's caches alone, and the replayed figure
+is the nearer estimate of the host's cost there. Every pass must commit the tokens the measured
+decode did (else it stops with an error). With ``--stages`` the stage timers stay on in those
+rounds too (a little host time of their own). The recorded outputs are held in memory: about
+200 KB per projected row of SmolLM2's 49k vocabulary (~3 GB for the default 18 prompts).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import torch
 from experiments import datasets
 from experiments.cli import CliError, add_config_arguments, add_model_arguments, int_at_least, \
     load_model_from_args, run_command, set_threads, single_config
-from framework import LookaheadEngine
+from framework import LookaheadEngine, layout
 
 
 class ModelTimer:
@@ -112,6 +112,12 @@ def time_stages(engine: LookaheadEngine) -> tuple[dict[str, float], dict[int, li
     return seconds, by_accepted
 
 
+def forget_layouts() -> None:
+    """Empty the engine's cache of step layouts (one per tree shape: about half a pool-fed
+    config's steps build a new one), so that passes over the same prompts each pay for theirs."""
+    layout.step_layout.cache_clear()
+
+
 class ReplayError(RuntimeError):
     """A replayed decode went another way than the recorded one (the engine is not deterministic)."""
 
@@ -173,6 +179,7 @@ def replayed_host(engine: LookaheadEngine, inputs: list, live: list, max_new_tok
     for index in range(-1 if not replay.outputs else 0, rounds):  # -1: the recording pass
         if index >= 0:
             replay.play()
+        forget_layouts()  # each pass builds the step layouts the measured decodes built
         host, steps = 0.0, 0
         for ids, tokens in zip(inputs, live):
             out = engine.generate(ids, max_new_tokens=max_new_tokens)
@@ -201,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
     prompts = datasets.load_dataset(args.dataset, limit_per_category=args.limit, seed=args.seed)
     inputs = [datasets.encode(tokenizer, p).to(model.device) for p in prompts]
     engine.generate(inputs[0], max_new_tokens=8)  # warm-up
+    forget_layouts()  # the measured decodes (and every replayed pass) start with none cached
     stages = time_stages(engine) if args.stages else None
     live = []
     per_step, own, steps_all, host_all, model_all = [], [], 0, 0.0, 0.0
