@@ -230,6 +230,8 @@ def run(args: argparse.Namespace) -> int:
           f"median {statistics.median(per_step):.2f}, mean {statistics.mean(per_step):.2f} (hooks)"
           + (f"; the engine's own: median {statistics.median(own):.2f}, mean {statistics.mean(own):.2f}; "
              f"model ms/step {1000 * model_all / max(steps_all, 1):.1f} (its own timing)" if own else ""))
+    print(f"step layouts built (a tree shape not cached yet): {layout.step_layout.cache_info().misses} "
+          f"of {steps_all} steps")
     if stages is not None:
         seconds, by_accepted = stages
         per = {name.strip("_"): 1000 * value / max(steps_all, 1) for name, value in seconds.items()}

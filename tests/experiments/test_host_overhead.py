@@ -12,7 +12,7 @@ from transformers import LlamaForCausalLM
 
 from experiments import host_overhead
 from experiments.cli import CliError
-from framework import LookaheadConfig, LookaheadEngine
+from framework import LookaheadConfig, LookaheadEngine, layout
 
 
 def test_prints_the_host_figures_and_the_stages(tiny_dir, capsys):
@@ -24,10 +24,12 @@ def test_prints_the_host_figures_and_the_stages(tiny_dir, capsys):
                      r"median [\d.]+, mean [\d.]+; model ms/step [\d.]+ \(its own timing\)", out)
     stages = dict(re.findall(r"(\w+) (-?[\d.]+)", out.split("stages, ms/step outside the model (all steps): ")[1]
                              .split("\n")[0]))
+    steps = int(re.search(r"prompts, (\d+) steps", out).group(1))
+    built = re.search(r"step layouts built \(a tree shape not cached yet\): (\d+) of (\d+) steps", out)
+    assert built and 0 < int(built.group(1)) <= int(built.group(2)) == steps
     assert list(stages) == ["plan", "forward", "verify", "update_window", "commit", "between"]
     assert all(float(v) > 0 for k, v in stages.items() if k != "between")  # every stage ran, timed
     groups = re.findall(r"(\d+): ([\d.]+) \((\d+)\)", out.split("host ms/step by draft tokens accepted (median, steps): ")[1])
-    steps = int(re.search(r"prompts, (\d+) steps", out).group(1))
     assert groups and sum(int(n) for _, _, n in groups) == steps  # every timed step, in one group each
     assert all(0 <= int(a) <= 2 for a, _, _ in groups)  # at most N-1 = 2 draft tokens accepted
 
@@ -60,6 +62,21 @@ def test_a_replay_commits_the_live_tokens_without_running_the_model(tiny_dir, la
     replay.play()  # and can start again
     assert [torch.equal(engine.generate(ids, max_new_tokens=12).sequences, tokens)
             for ids, tokens in zip(prompts, live)] == [True, True]
+
+
+def test_every_replayed_pass_builds_the_layouts_its_live_decode_built(tiny_dir):
+    """The engine caches a step layout per tree shape: a pass that found the last pass's layouts
+    cached would time less work than the live decode did."""
+    model = LlamaForCausalLM.from_pretrained(tiny_dir).eval()
+    engine = LookaheadEngine(model, LookaheadConfig(window=3, ngram=3, guess_set=3))
+    prompt = torch.tensor([[1, 40, 41, 42, 40, 41, 42, 40]])
+    replay = host_overhead.Replay(engine)
+    host_overhead.forget_layouts()
+    live = [engine.generate(prompt, max_new_tokens=12).sequences]
+    hits, misses = layout.step_layout.cache_info()[:2]
+    assert misses > 0
+    host_overhead.replayed_host(engine, [prompt], live, 12, 2, replay)
+    assert layout.step_layout.cache_info()[:2] == (hits, misses)  # the last pass alone, as the live one
 
 
 def test_a_replay_that_does_not_match_the_live_decode_stops(tiny_dir):
