@@ -182,8 +182,8 @@ def ancestor_mask(parents: list[int]) -> torch.Tensor:  # [q, q] bool
 
 
 def _ancestor_array(parents: list[int] | tuple[int, ...]) -> np.ndarray:  # [q, q] bool
-    # rows are copied byte-slices of one buffer, viewed by NumPy once: a layout the cache has not
-    # seen (about half the steps of a pool-fed tree) costs a fraction of per-pair index writes
+    # each row a byte-slice copy of its parent's in one buffer that NumPy views once: no Python
+    # path per slot and no index list per pair (a pool-fed tree brings a new shape often)
     size = len(parents)
     flat = bytearray(size * size)  # zeros; row i at [i * size, (i + 1) * size)
     for slot, parent in enumerate(parents):
