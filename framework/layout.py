@@ -174,7 +174,7 @@ def layout_parents(width: int, levels: int, node_parents: tuple[int, ...]) -> li
     return parents
 
 
-def ancestor_mask(parents: list[int]) -> torch.Tensor:  # [q, q] bool
+def ancestor_mask(parents: list[int] | tuple[int, ...]) -> torch.Tensor:  # [q, q] bool
     """Row i is True at i and at every ancestor of i. Parents must precede their children.
 
     Each slot's row is its parent's row plus itself (a step's bookkeeping, not model work)."""
